@@ -1,0 +1,521 @@
+"""PerformerAttention: a drop-in for `keras.layers.MultiHeadAttention`."""
+
+import keras
+from keras import ops
+
+from keras_performer.ops import causal
+from keras_performer.ops import favor
+from keras_performer.ops import feature_maps
+from keras_performer.ops.exact import visible_keys
+from keras_performer.ops.projection import PROJECTION_NORMS
+from keras_performer.ops.projection import sample_projection_matrix
+
+
+@keras.saving.register_keras_serializable(package="keras_performer")
+class PerformerAttention(keras.layers.Layer):
+    """Multi-head attention with FAVOR+ random features (a Performer).
+
+    Same arguments, call signature and trainable weights as
+    `keras.layers.MultiHeadAttention`, so it replaces it in a model and loads
+    its trained weights, but approximates softmax attention in time and
+    memory linear in the sequence length. Called with one input it is
+    self-attention, so `model.add(PerformerAttention(...))` works in a
+    `keras.Sequential` model.
+
+    The random projection is a non-trainable weight: it is saved and loaded
+    with the model and never changes unless redrawn on purpose.
+
+    Args:
+        num_heads: int. Number of attention heads.
+        key_dim: int. Size of each head for query and key.
+        value_dim: int. Size of each head for value. Defaults to `key_dim`.
+        dropout: float. Dropout rate on the attention output of each head
+            (linear attention forms no attention matrix to drop from).
+            Defaults to `0.0`.
+        use_bias: bool. Whether the dense projections use biases.
+            Defaults to `True`.
+        output_shape: int. Size of the output's last axis. Defaults to the
+            query's last axis.
+        attention_axes: `None`, or the sequence axis `1`: attention over
+            other axes is not supported. Defaults to `None`.
+        kernel_initializer: initializer of the dense kernels.
+            Defaults to `"glorot_uniform"`.
+        bias_initializer: initializer of the dense biases. Defaults to
+            `"zeros"`.
+        kernel_regularizer: regularizer of the dense kernels. Defaults to
+            `None`.
+        bias_regularizer: regularizer of the dense biases. Defaults to `None`.
+        activity_regularizer: regularizer of the dense outputs. Defaults to
+            `None`.
+        kernel_constraint: constraint of the dense kernels. Defaults to
+            `None`.
+        bias_constraint: constraint of the dense biases. Defaults to `None`.
+        kernel: str. Attention kernel: `"softmax"` (positive random
+            features, FAVOR+), `"hyperbolic"` (positive +/- features, lower
+            variance), `"trig"` (sin/cos features of the original FAVOR,
+            can be unstable) or `"relu"` (generalized attention).
+            Defaults to `"softmax"`.
+        num_random_features: int. Rows `m` of the random projection.
+            Defaults to `256`.
+        orthogonal: bool. Whether projection rows are drawn in orthogonal
+            blocks (lower variance) rather than i.i.d. Defaults to `True`.
+        projection_norm: str. Row norms of the projection: `"chi"`
+            (unbiased) or `"sqrt_d"` (lower variance). Defaults to `"chi"`.
+        chunk_size: int. Tokens per chunk of the causal form; memory grows
+            with it, and the number of chunks squared. Defaults to `128`.
+        seed: int. Seed of the projection and of dropout. Defaults to
+            `None`.
+        **kwargs: base layer arguments, such as `name` and `dtype`.
+
+    Call arguments:
+        query: query tensor of shape `(batch, target_length, dim)`.
+        value: value tensor of shape `(batch, source_length, dim)`.
+            Defaults to `query` (self-attention).
+        key: key tensor of shape `(batch, source_length, dim)`. Defaults to
+            `value`.
+        query_mask: boolean mask `(batch, target_length)`; outputs at
+            masked queries are zero before the output projection. Taken
+            from the query's Keras mask when not given.
+        value_mask: boolean mask `(batch, source_length)` of padded keys.
+            Taken from the value's Keras mask when not given.
+        key_mask: boolean mask `(batch, source_length)` of padded keys.
+            Taken from the key's Keras mask when not given.
+        attention_mask: boolean mask `(batch, target_length,
+            source_length)`. Linear attention applies it exactly only when
+            it is a padding pattern (an outer product of a query mask and a
+            key mask, and lower triangular when causal); any other mask
+            raises `ValueError` (or, inside a compiled function, where
+            values are unknown while tracing, makes the output NaN).
+        return_attention_scores: bool. Whether to also return the implied
+            attention matrix `(batch, num_heads, target_length,
+            source_length)`; quadratic in the length. Defaults to `False`.
+        training: bool. Whether dropout is active. Defaults to `None`.
+        use_causal_mask: bool. Whether query `i` sees only keys `j <= i`.
+            Defaults to `False`.
+        cache: state of earlier tokens for incremental causal decoding,
+            from `get_initial_cache()` or an earlier call. Its size does not
+            grow with the sequence. Defaults to `None`.
+        cache_update_index: accepted for the signature of
+            `keras_hub.layers.CachedMultiHeadAttention` and unused: the
+            state absorbs the new tokens wherever they are. Defaults to
+            `None`.
+
+    Returns:
+        The attention output `(batch, target_length, output_dim)`; with
+        `return_attention_scores=True`, the tuple `(output, scores)`; with a
+        `cache`, the tuple `(output, cache)`.
+
+    Example:
+
+    >>> model = keras.Sequential([
+    ...     keras.Input((128, 32)),
+    ...     keras_performer.PerformerAttention(num_heads=4, key_dim=8),
+    ... ])
+    >>> model(np.ones((2, 128, 32))).shape
+    TensorShape([2, 128, 32])
+
+    References:
+        - [Choromanski et al., 2021](https://arxiv.org/abs/2009.14794)
+    """
+
+    def __init__(
+        self,
+        num_heads,
+        key_dim,
+        value_dim=None,
+        dropout=0.0,
+        use_bias=True,
+        output_shape=None,
+        attention_axes=None,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        activity_regularizer=None,
+        kernel_constraint=None,
+        bias_constraint=None,
+        kernel="softmax",
+        num_random_features=256,
+        orthogonal=True,
+        projection_norm="chi",
+        chunk_size=causal.DEFAULT_CHUNK_SIZE,
+        seed=None,
+        **kwargs,
+    ):
+        _check_positive_int("num_heads", num_heads)
+        _check_positive_int("key_dim", key_dim)
+        if value_dim is not None:
+            _check_positive_int("value_dim", value_dim)
+        if not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+            raise ValueError(
+                "`dropout` must be a float in [0, 1). "
+                f"Received: dropout={dropout}"
+            )
+        if isinstance(output_shape, (list, tuple)) and len(output_shape) == 1:
+            output_shape = output_shape[0]
+        if output_shape is not None:
+            _check_positive_int("output_shape", output_shape)
+        if attention_axes not in (None, 1, (1,), [1]):
+            raise ValueError(
+                "`attention_axes` must be None or 1 (the sequence axis): "
+                "attention over other axes is not supported. "
+                f"Received: attention_axes={attention_axes}"
+            )
+        feature_maps.check_kernel(kernel)
+        _check_positive_int("num_random_features", num_random_features)
+        if not isinstance(orthogonal, bool):
+            raise ValueError(
+                "`orthogonal` must be a bool. "
+                f"Received: orthogonal={orthogonal}"
+            )
+        if projection_norm not in PROJECTION_NORMS:
+            raise ValueError(
+                f"`projection_norm` must be one of {PROJECTION_NORMS}. "
+                f"Received: projection_norm={projection_norm}"
+            )
+        _check_positive_int("chunk_size", chunk_size)
+        if seed is not None and not isinstance(seed, int):
+            raise ValueError(
+                f"`seed` must be an int or None. Received: seed={seed}"
+            )
+        super().__init__(**kwargs)
+        self.supports_masking = True
+        self.num_heads = num_heads
+        self.key_dim = key_dim
+        self.value_dim = value_dim or key_dim
+        self.dropout = dropout
+        self.use_bias = use_bias
+        # Private as in MultiHeadAttention: a public `output_shape` clashes
+        # with model summaries.
+        self._output_shape = output_shape
+        self.attention_axes = attention_axes
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
+        self.activity_regularizer = keras.regularizers.get(activity_regularizer)
+        self.kernel_constraint = keras.constraints.get(kernel_constraint)
+        self.bias_constraint = keras.constraints.get(bias_constraint)
+        self.kernel = kernel
+        self.num_random_features = num_random_features
+        self.orthogonal = orthogonal
+        self.projection_norm = projection_norm
+        self.chunk_size = chunk_size
+        self.seed = seed
+        self._dropout_layer = keras.layers.Dropout(
+            dropout, seed=seed, dtype=self.dtype_policy
+        )
+
+    def build(self, query_shape, value_shape=None, key_shape=None):
+        value_shape = query_shape if value_shape is None else value_shape
+        key_shape = value_shape if key_shape is None else key_shape
+        for name, shape in (
+            ("query", query_shape),
+            ("value", value_shape),
+            ("key", key_shape),
+        ):
+            if len(shape) != 3:
+                raise ValueError(
+                    f"`{name}` must have rank 3 (batch, length, dim). "
+                    f"Received: {name}_shape={tuple(shape)}"
+                )
+        if None not in (key_shape[1], value_shape[1]) and (
+            key_shape[1] != value_shape[1]
+        ):
+            raise ValueError(
+                "`key` and `value` must have the same length. Received: "
+                f"key_shape={tuple(key_shape)}, "
+                f"value_shape={tuple(value_shape)}"
+            )
+        # Same sublayers, shapes and order as MultiHeadAttention, so that
+        # its trained weights load one to one.
+        self._query_dense = self._make_dense(
+            "abc,cde->abde", (None, self.num_heads, self.key_dim), "de", "query"
+        )
+        self._query_dense.build(query_shape)
+        self._key_dense = self._make_dense(
+            "abc,cde->abde", (None, self.num_heads, self.key_dim), "de", "key"
+        )
+        self._key_dense.build(key_shape)
+        self._value_dense = self._make_dense(
+            "abc,cde->abde",
+            (None, self.num_heads, self.value_dim),
+            "de",
+            "value",
+        )
+        self._value_dense.build(value_shape)
+        output_dim = self._output_shape or query_shape[-1]
+        self._output_dense = self._make_dense(
+            "abcd,cde->abe", (None, output_dim), "e", "attention_output"
+        )
+        self._output_dense.build(
+            (query_shape[0], query_shape[1], self.num_heads, self.value_dim)
+        )
+        self.projection_matrix = self.add_weight(
+            name="projection_matrix",
+            shape=(self.num_random_features, self.key_dim),
+            initializer=self._sample_projection,
+            dtype="float32",
+            trainable=False,
+            autocast=False,
+        )
+
+    def _make_dense(self, equation, output_shape, bias_axes, name):
+        dense = keras.layers.EinsumDense(
+            equation,
+            output_shape=output_shape,
+            bias_axes=bias_axes if self.use_bias else None,
+            kernel_initializer=self.kernel_initializer.__class__.from_config(
+                self.kernel_initializer.get_config()
+            ),
+            bias_initializer=self.bias_initializer.__class__.from_config(
+                self.bias_initializer.get_config()
+            ),
+            kernel_regularizer=self.kernel_regularizer,
+            bias_regularizer=self.bias_regularizer,
+            activity_regularizer=self.activity_regularizer,
+            kernel_constraint=self.kernel_constraint,
+            bias_constraint=self.bias_constraint,
+            dtype=self.dtype_policy,
+            name=name,
+        )
+        # Masks are applied by this layer; let them pass the projections.
+        dense.supports_masking = True
+        return dense
+
+    def _sample_projection(self, shape, dtype=None):
+        return sample_projection_matrix(
+            shape[0],
+            shape[1],
+            seed=self.seed,
+            orthogonal=self.orthogonal,
+            norm=self.projection_norm,
+        )
+
+    def get_initial_cache(self, batch_size):
+        """Returns the decoding state before any token: constant size
+        `(batch_size, num_heads, num_features, value_dim + 2)`, float32."""
+        return causal.empty_state(
+            batch_size,
+            self.num_heads,
+            feature_maps.num_features(self.kernel, self.num_random_features),
+            self.value_dim,
+        )
+
+    def call(
+        self,
+        query,
+        value=None,
+        key=None,
+        query_mask=None,
+        value_mask=None,
+        key_mask=None,
+        attention_mask=None,
+        return_attention_scores=False,
+        training=None,
+        use_causal_mask=False,
+        cache=None,
+        cache_update_index=None,
+    ):
+        if value is None:
+            value = query
+            value_mask = query_mask if value_mask is None else value_mask
+        if key is None:
+            key = value
+        if cache is not None and (
+            return_attention_scores or attention_mask is not None
+        ):
+            raise ValueError(
+                "With a `cache`, `return_attention_scores` and "
+                "`attention_mask` are not supported: decoding keeps no "
+                "attention matrix. Received: "
+                f"return_attention_scores={return_attention_scores}, "
+                f"attention_mask={attention_mask}"
+            )
+        is_causal = use_causal_mask or cache is not None
+        query_valid = _as_bool(query_mask)
+        key_valid = _and(_as_bool(value_mask), _as_bool(key_mask))
+        unsupported_mask = None
+        if attention_mask is not None:
+            padding = _padding_masks(attention_mask, is_causal)
+            query_valid = _and(query_valid, padding[0])
+            key_valid = _and(key_valid, padding[1])
+            unsupported_mask = padding[2]
+
+        query = self._query_dense(query)
+        key = self._key_dense(key)
+        value = self._value_dense(value)
+        if cache is not None:
+            out, cache = causal.causal_favor_attention(
+                query,
+                key,
+                value,
+                self.projection_matrix,
+                kernel=self.kernel,
+                key_mask=key_valid,
+                chunk_size=self.chunk_size,
+                initial_state=cache,
+            )
+        else:
+            out = favor.favor_attention(
+                query,
+                key,
+                value,
+                self.projection_matrix,
+                kernel=self.kernel,
+                is_causal=is_causal,
+                key_mask=key_valid,
+                chunk_size=self.chunk_size,
+            )
+        if query_valid is not None:
+            out = ops.where(query_valid[:, :, None, None], out, 0.0)
+        if unsupported_mask is not None:
+            out = ops.where(unsupported_mask, float("nan"), out)
+        out = self._output_dense(self._dropout_layer(out, training=training))
+        if cache is not None:
+            return out, cache
+        if return_attention_scores:
+            scores = favor.favor_attention_scores(
+                query,
+                key,
+                self.projection_matrix,
+                kernel=self.kernel,
+                is_causal=is_causal,
+                key_mask=key_valid,
+            )
+            if query_valid is not None:
+                scores = ops.where(query_valid[:, None, :, None], scores, 0.0)
+            return out, scores
+        return out
+
+    def compute_output_shape(
+        self, query_shape, value_shape=None, key_shape=None
+    ):
+        return tuple(query_shape[:-1]) + (
+            self._output_shape or query_shape[-1],
+        )
+
+    def compute_output_spec(
+        self,
+        query,
+        value=None,
+        key=None,
+        return_attention_scores=False,
+        cache=None,
+        **kwargs,
+    ):
+        value = query if value is None else value
+        output = keras.KerasTensor(
+            self.compute_output_shape(query.shape), dtype=self.compute_dtype
+        )
+        if cache is not None:
+            return output, keras.KerasTensor(cache.shape, dtype="float32")
+        if return_attention_scores:
+            scores_shape = (
+                query.shape[0],
+                self.num_heads,
+                query.shape[1],
+                value.shape[1],
+            )
+            return output, keras.KerasTensor(
+                scores_shape, dtype=self.compute_dtype
+            )
+        return output
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_heads": self.num_heads,
+                "key_dim": self.key_dim,
+                "value_dim": self.value_dim,
+                "dropout": self.dropout,
+                "use_bias": self.use_bias,
+                "output_shape": self._output_shape,
+                "attention_axes": self.attention_axes,
+                "kernel_initializer": keras.initializers.serialize(
+                    self.kernel_initializer
+                ),
+                "bias_initializer": keras.initializers.serialize(
+                    self.bias_initializer
+                ),
+                "kernel_regularizer": keras.regularizers.serialize(
+                    self.kernel_regularizer
+                ),
+                "bias_regularizer": keras.regularizers.serialize(
+                    self.bias_regularizer
+                ),
+                "activity_regularizer": keras.regularizers.serialize(
+                    self.activity_regularizer
+                ),
+                "kernel_constraint": keras.constraints.serialize(
+                    self.kernel_constraint
+                ),
+                "bias_constraint": keras.constraints.serialize(
+                    self.bias_constraint
+                ),
+                "kernel": self.kernel,
+                "num_random_features": self.num_random_features,
+                "orthogonal": self.orthogonal,
+                "projection_norm": self.projection_norm,
+                "chunk_size": self.chunk_size,
+                "seed": self.seed,
+            }
+        )
+        return config
+
+
+def _check_positive_int(name, value):
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(
+            f"`{name}` must be a positive integer. Received: {name}={value}"
+        )
+
+
+def _as_bool(mask):
+    return None if mask is None else ops.cast(mask, "bool")
+
+
+def _and(a, b):
+    if a is None or b is None:
+        return b if a is None else a
+    return ops.logical_and(a, b)
+
+
+def _padding_masks(attention_mask, is_causal):
+    """Splits a `(batch, T, S)` mask into query and key padding masks.
+
+    Returns `(query_valid, key_valid, unsupported)`. `unsupported` is a
+    scalar, True when the mask is not the padding pattern the two masks
+    make; raises `ValueError` at once when the value is known.
+    """
+    mask = ops.cast(attention_mask, "bool")
+    if len(mask.shape) == 2:
+        mask = mask[None]
+    if len(mask.shape) != 3:
+        raise ValueError(
+            "`attention_mask` must have shape (batch, target_length, "
+            f"source_length). Received: attention_mask.shape={mask.shape}"
+        )
+    visible = visible_keys(ops.shape(mask)[1], ops.shape(mask)[2], is_causal)
+    mask = ops.logical_and(mask, visible[0])
+    query_valid = ops.any(mask, axis=2)
+    key_valid = ops.any(mask, axis=1)
+    pattern = ops.logical_and(
+        ops.logical_and(query_valid[:, :, None], key_valid[:, None, :]),
+        visible[0],
+    )
+    unsupported = ops.any(ops.not_equal(mask, pattern))
+    try:
+        known = bool(ops.convert_to_numpy(unsupported))
+    except (NotImplementedError, TypeError):  # Symbolic: known when run.
+        return query_valid, key_valid, unsupported
+    if known:
+        raise ValueError(
+            "`attention_mask` is not a padding pattern (an outer product of "
+            "a query mask and a key mask, lower triangular when causal): "
+            "linear attention cannot apply it exactly. Use `query_mask` and "
+            "`key_mask`, or `keras.layers.MultiHeadAttention`. Received: "
+            f"attention_mask with shape {tuple(attention_mask.shape)}"
+        )
+    return query_valid, key_valid, None

@@ -1,0 +1,25 @@
+"""Backend-agnostic FAVOR math: projections, feature maps, attention forms."""
+
+from keras_performer.ops.causal import DEFAULT_CHUNK_SIZE
+from keras_performer.ops.causal import causal_favor_attention
+from keras_performer.ops.causal import empty_state
+from keras_performer.ops.exact import exact_attention
+from keras_performer.ops.favor import favor_attention
+from keras_performer.ops.favor import favor_attention_scores
+from keras_performer.ops.feature_maps import KERNELS
+from keras_performer.ops.feature_maps import num_features
+from keras_performer.ops.projection import PROJECTION_NORMS
+from keras_performer.ops.projection import sample_projection_matrix
+
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "KERNELS",
+    "PROJECTION_NORMS",
+    "causal_favor_attention",
+    "empty_state",
+    "exact_attention",
+    "favor_attention",
+    "favor_attention_scores",
+    "num_features",
+    "sample_projection_matrix",
+]

@@ -1,0 +1,156 @@
+"""FAVOR attention: softmax attention through random features, linear in
+the sequence length (Choromanski et al. 2021, Sec. 2)."""
+
+from keras import ops
+
+from keras_performer.ops import causal
+from keras_performer.ops import feature_maps
+from keras_performer.ops.exact import visible_keys
+from keras_performer.ops.validation import check_attention_inputs
+
+
+def favor_attention(
+    query,
+    key,
+    value,
+    projection_matrix,
+    kernel="softmax",
+    is_causal=False,
+    key_mask=None,
+    chunk_size=causal.DEFAULT_CHUNK_SIZE,
+):
+    """Approximate softmax attention in linear time and memory (FAVOR+).
+
+    Uses the layout of `keras.ops.dot_product_attention`. Features and sums
+    are computed in float32. Padded keys (`key_mask` False) are removed
+    exactly: whatever their values, they change nothing. A query that sees
+    no key gets a zero output.
+
+    The bidirectional form follows the stabilizer convention of the authors'
+    implementation (for the softmax kernels: per-query max of `W q`, max of
+    `W k` over the valid keys of each sequence and head, `1e-6` added to the
+    features), so outputs match it to float32 round-off. The causal form adds
+    no constant and keeps a running, causal stabilizer (see
+    `causal_favor_attention`), so no output depends on a later key.
+
+    Args:
+        query: tensor of shape `(batch, target_length, heads, dim)`.
+        key: tensor of shape `(batch, source_length, heads, dim)`.
+        value: tensor of shape `(batch, source_length, heads, value_dim)`.
+        projection_matrix: tensor `(num_random_features, dim)`, e.g. from
+            `keras_performer.ops.sample_projection_matrix`.
+        kernel: str. `"softmax"` (positive features, FAVOR+),
+            `"hyperbolic"` (positive +/- features), `"trig"` (sin/cos, the
+            original FAVOR) or `"relu"` (generalized attention). Defaults to
+            `"softmax"`.
+        is_causal: bool. Whether query `i` sees only keys `j <= i`.
+            Defaults to `False`.
+        key_mask: optional boolean tensor `(batch, source_length)`, `False`
+            at padded keys. Defaults to `None`.
+        chunk_size: int. Tokens per chunk of the causal form. Defaults to
+            `128`.
+
+    Returns:
+        Tensor of shape `(batch, target_length, heads, value_dim)`, in the
+        dtype of `query`.
+
+    Example:
+
+    >>> x = keras.random.normal((2, 128, 4, 32))
+    >>> w = keras_performer.ops.sample_projection_matrix(64, 32, seed=0)
+    >>> out = keras_performer.ops.favor_attention(x, x, x, w)
+    >>> tuple(out.shape)
+    (2, 128, 4, 32)
+
+    References:
+        - [Choromanski et al., 2021](https://arxiv.org/abs/2009.14794)
+    """
+    if is_causal:
+        out, _ = causal.causal_favor_attention(
+            query,
+            key,
+            value,
+            projection_matrix,
+            kernel=kernel,
+            key_mask=key_mask,
+            chunk_size=chunk_size,
+        )
+        return out
+    dtype = query.dtype
+    query, key, value, key_mask = check_attention_inputs(
+        query, key, value, key_mask, is_causal
+    )
+    query_features, key_features = _bidirectional_features(
+        query, key, projection_matrix, kernel, key_mask
+    )
+    key_values = ops.einsum("bshf,bshd->bhfd", key_features, value)
+    numerator = ops.einsum("bthf,bhfd->bthd", query_features, key_values)
+    key_sum = ops.sum(key_features, axis=1)
+    denominator = ops.einsum("bthf,bhf->bth", query_features, key_sum)
+    out = ops.divide_no_nan(numerator, denominator[..., None])
+    return ops.cast(out, dtype)
+
+
+def favor_attention_scores(
+    query,
+    key,
+    projection_matrix,
+    kernel="softmax",
+    is_causal=False,
+    key_mask=None,
+):
+    """The attention matrix implied by FAVOR features, normalized by row.
+
+    Quadratic in the sequence length: for inspecting short sequences. Its
+    product with the values is the output of `favor_attention`.
+
+    Args:
+        query: tensor of shape `(batch, target_length, heads, dim)`.
+        key: tensor of shape `(batch, source_length, heads, dim)`.
+        projection_matrix: tensor `(num_random_features, dim)`.
+        kernel: str. As in `favor_attention`. Defaults to `"softmax"`.
+        is_causal: bool. Defaults to `False`.
+        key_mask: optional boolean tensor `(batch, source_length)`.
+            Defaults to `None`.
+
+    Returns:
+        Tensor of shape `(batch, heads, target_length, source_length)`, in
+        the dtype of `query`.
+    """
+    dtype = query.dtype
+    query, key, _, key_mask = check_attention_inputs(
+        query, key, key, key_mask, is_causal
+    )
+    if is_causal:
+        query_features, key_features = causal.causal_features(
+            query, key, projection_matrix, kernel, key_mask
+        )
+    else:
+        query_features, key_features = _bidirectional_features(
+            query, key, projection_matrix, kernel, key_mask
+        )
+    scores = ops.einsum("bthf,bshf->bhts", query_features, key_features)
+    mask = visible_keys(ops.shape(query)[1], ops.shape(key)[1], is_causal)
+    scores = ops.where(mask, scores, 0.0)
+    total = ops.sum(scores, axis=-1, keepdims=True)
+    return ops.cast(ops.divide_no_nan(scores, total), dtype)
+
+
+def _bidirectional_features(query, key, projection_matrix, kernel, key_mask):
+    query_parts = feature_maps.feature_parts(query, projection_matrix, kernel)
+    key_parts = feature_maps.feature_parts(key, projection_matrix, kernel)
+    query_stabilizer = key_stabilizer = None
+    if query_parts.logits is not None:
+        query_stabilizer = feature_maps.stabilizer(query_parts.logits, -1)
+        mask = None if key_mask is None else key_mask[:, :, None, None]
+        key_stabilizer = feature_maps.stabilizer(key_parts.logits, (1, 3), mask)
+    query_features = feature_maps.features(
+        query_parts, query_stabilizer, query_parts.epsilon
+    )
+    key_features = feature_maps.features(
+        key_parts,
+        key_stabilizer,
+        key_parts.epsilon,
+        None if key_mask is None else key_mask[:, :, None],
+    )
+    return query_features, key_features

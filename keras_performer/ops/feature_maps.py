@@ -1,0 +1,177 @@
+"""Random feature maps `phi` with `phi(q) . phi(k)` estimating a kernel.
+
+Every kernel returns its features in parts, so that the attention forms can
+stabilize them without knowing the kernel:
+
+    phi(x) = scale * (exp(logits + log_norm - stabilizer) + epsilon)
+
+`logits` and `log_norm` may be `None` (no exponential factor). A stabilizer
+shared by all the keys a query sees cancels between the numerator and the
+denominator of attention, and so does a per-query one.
+"""
+
+import collections
+import math
+
+from keras import ops
+
+FeatureParts = collections.namedtuple(
+    "FeatureParts", ["logits", "log_norm", "scale", "epsilon"]
+)
+FeatureParts.__doc__ = """Parts of `phi(x)`; see the module docstring.
+
+`logits` is `[..., F]` or `[..., 1]`: the bidirectional form takes its
+stabilizer over it alone, as the authors' implementation does. `log_norm` is
+a per-row term `[..., 1]`. `scale` is a float or a `[..., F]` tensor.
+`epsilon` is added after the exponential in the bidirectional form only.
+"""
+
+# Constants of the authors' implementation (google-research/performer).
+SOFTMAX_EPSILON = 1e-6
+RELU_EPSILON = 1e-3
+
+
+def _project(x, projection_matrix):
+    return ops.einsum("...d,md->...m", x, projection_matrix)
+
+
+def _scaled_input(x):
+    # q' . k' must estimate exp(q . k / sqrt(d)): scale both by d ** -1/4.
+    return x * (ops.shape(x)[-1] ** -0.25)
+
+
+def _half_squared_norm(x):
+    return 0.5 * ops.sum(ops.square(x), axis=-1, keepdims=True)
+
+
+def _softmax_parts(x, projection_matrix):
+    # Positive random features, Lemma 1 of the paper:
+    # exp(q.k) = E[exp(w.q - |q|^2/2) exp(w.k - |k|^2/2)], w ~ N(0, I).
+    x = _scaled_input(x)
+    m = projection_matrix.shape[0]
+    return FeatureParts(
+        logits=_project(x, projection_matrix),
+        log_norm=-_half_squared_norm(x),
+        scale=m**-0.5,
+        epsilon=SOFTMAX_EPSILON,
+    )
+
+
+def _hyperbolic_parts(x, projection_matrix):
+    # Hyperbolic positive features (paper, Lemma 1, the cosh estimator):
+    # exp(-|x|^2/2) [exp(w.x), exp(-w.x)] / sqrt(2m).
+    x = _scaled_input(x)
+    wx = _project(x, projection_matrix)
+    m = projection_matrix.shape[0]
+    return FeatureParts(
+        logits=ops.concatenate([wx, -wx], axis=-1),
+        log_norm=-_half_squared_norm(x),
+        scale=(2 * m) ** -0.5,
+        epsilon=SOFTMAX_EPSILON,
+    )
+
+
+def _trig_parts(x, projection_matrix):
+    # Trigonometric features of the original FAVOR (paper, Eq. 5):
+    # exp(|x|^2/2) [sin(w.x), cos(w.x)] / sqrt(m); unbiased, not positive.
+    x = _scaled_input(x)
+    wx = _project(x, projection_matrix)
+    m = projection_matrix.shape[0]
+    return FeatureParts(
+        logits=_half_squared_norm(x),
+        log_norm=None,
+        scale=m**-0.5 * ops.concatenate([ops.sin(wx), ops.cos(wx)], axis=-1),
+        epsilon=0.0,
+    )
+
+
+def _relu_parts(x, projection_matrix):
+    # Generalized attention (paper, Sec. 2.2) with f = relu, on unscaled x.
+    m = projection_matrix.shape[0]
+    features = ops.relu(_project(x, projection_matrix) / math.sqrt(m))
+    return FeatureParts(
+        logits=None, log_norm=None, scale=features + RELU_EPSILON, epsilon=0.0
+    )
+
+
+# name: (parts function, features per row of the projection matrix).
+_KERNELS = {
+    "softmax": (_softmax_parts, 1),
+    "hyperbolic": (_hyperbolic_parts, 2),
+    "trig": (_trig_parts, 2),
+    "relu": (_relu_parts, 1),
+}
+KERNELS = tuple(_KERNELS)
+# Kernels whose features are positive, so attention weights are too.
+POSITIVE_KERNELS = ("softmax", "hyperbolic", "relu")
+
+
+def check_kernel(kernel):
+    if kernel not in _KERNELS:
+        raise ValueError(
+            f"`kernel` must be one of {KERNELS}. Received: kernel={kernel}"
+        )
+
+
+def feature_parts(x, projection_matrix, kernel):
+    """Returns the `FeatureParts` of `x` `[..., d]` for `kernel`."""
+    check_kernel(kernel)
+    return _KERNELS[kernel][0](x, projection_matrix)
+
+
+def num_features(kernel, num_random_features):
+    """Length of `phi(x)` for `num_random_features` projection rows."""
+    check_kernel(kernel)
+    return _KERNELS[kernel][1] * num_random_features
+
+
+def log_magnitude(parts, full):
+    """Log of the exponential factor of `phi`: `logits` alone, or with the
+    row term (`full=True`, which bounds it: for the softmax kernel
+    `w.x - |x|^2/2 <= |w|^2/2`). `None` for kernels with no such factor."""
+    if parts.logits is None:
+        return None
+    if full and parts.log_norm is not None:
+        return parts.logits + parts.log_norm
+    return parts.logits
+
+
+def features(parts, stabilizer, epsilon=0.0, mask=None):
+    """Computes `phi(x)`, stabilized, with rows where `mask` is False zero.
+
+    Args:
+        parts: `FeatureParts`.
+        stabilizer: tensor broadcastable to `parts.logits`, or `None` when
+            the kernel has no exponential factor.
+        epsilon: float added after the exponential.
+        mask: optional boolean tensor broadcastable to the features' rows
+            (without the feature axis).
+    """
+    if parts.logits is None:
+        phi = parts.scale
+    else:
+        log = parts.logits - stabilizer
+        if parts.log_norm is not None:
+            log = log + parts.log_norm
+        if mask is not None:
+            # exp(-inf) = 0 keeps the gradients of masked rows finite.
+            log = ops.where(mask[..., None], log, float("-inf"))
+        phi = parts.scale * (ops.exp(log) + epsilon)
+    if mask is not None and (parts.logits is None or epsilon):
+        phi = ops.where(mask[..., None], phi, 0.0)
+    return phi
+
+
+# Stabilizer of a set of keys that holds none: far below any real log value,
+# finite so that differences with it stay finite.
+NO_KEYS = -1e30
+
+
+def stabilizer(log, axis, mask=None):
+    """Max of `log` over `axis` (kept), over rows where `mask` is True.
+
+    Gradients do not flow through it: it cancels in the attention output.
+    """
+    if mask is not None:
+        log = ops.where(mask, log, NO_KEYS)
+    return ops.stop_gradient(ops.max(log, axis=axis, keepdims=True))

@@ -1,0 +1,79 @@
+"""Random projection matrices for FAVOR+ features."""
+
+import numpy as np
+from keras import ops
+
+PROJECTION_NORMS = ("chi", "sqrt_d")
+
+
+def sample_projection_matrix(
+    num_features, dim, seed=None, orthogonal=True, norm="chi"
+):
+    """Samples the random projection `W` of the FAVOR+ feature maps.
+
+    Orthogonal rows come in blocks of `dim`, each block the transposed `Q` of
+    the QR decomposition of a Gaussian `dim x dim` matrix, with the signs
+    corrected so that `Q` is uniformly (Haar) distributed (Choromanski et al.
+    2021, Sec. 2.4). The matrix is drawn on the host with NumPy, so the same
+    seed gives the same matrix on every run, machine and Keras backend.
+
+    Args:
+        num_features: int. Number of rows `m` (random features).
+        dim: int. Number of columns `d` (the head dimension).
+        seed: int or `None`. Seed of the draw; `None` draws fresh entropy.
+            Defaults to `None`.
+        orthogonal: bool. Whether rows inside each block of `dim` rows are
+            exactly orthogonal; `False` draws i.i.d. Gaussian rows. Defaults
+            to `True`.
+        norm: str. Row norms: `"chi"` draws them from the chi(d) distribution,
+            as the norms of Gaussian vectors (unbiased estimator), `"sqrt_d"`
+            sets all of them to `sqrt(d)` (lower variance, slightly biased).
+            Defaults to `"chi"`.
+
+    Returns:
+        A float32 tensor of shape `(num_features, dim)`.
+
+    Example:
+
+    >>> w = keras_performer.ops.sample_projection_matrix(128, 64, seed=1)
+    >>> tuple(w.shape)
+    (128, 64)
+
+    References:
+        - [Choromanski et al., 2021](https://arxiv.org/abs/2009.14794)
+    """
+    _check_positive_int("num_features", num_features)
+    _check_positive_int("dim", dim)
+    if seed is not None and not isinstance(seed, int):
+        raise ValueError(
+            f"`seed` must be an int or None. Received: seed={seed}"
+        )
+    if norm not in PROJECTION_NORMS:
+        raise ValueError(
+            f"`norm` must be one of {PROJECTION_NORMS}. Received: norm={norm}"
+        )
+    rng = np.random.default_rng(seed)
+    if orthogonal:
+        num_blocks = -(-num_features // dim)
+        blocks = []
+        for _ in range(num_blocks):
+            q, r = np.linalg.qr(rng.standard_normal((dim, dim)))
+            blocks.append((q * np.sign(np.diag(r))).T)
+        rows = np.concatenate(blocks)[:num_features]
+        row_norms = np.linalg.norm(
+            rng.standard_normal((num_features, dim)), axis=1
+        )
+    else:
+        rows = rng.standard_normal((num_features, dim))
+        row_norms = np.linalg.norm(rows, axis=1)
+        rows = rows / row_norms[:, None]
+    if norm == "sqrt_d":
+        row_norms = np.full(num_features, np.sqrt(dim))
+    return ops.convert_to_tensor(rows * row_norms[:, None], dtype="float32")
+
+
+def _check_positive_int(name, value):
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(
+            f"`{name}` must be a positive integer. Received: {name}={value}"
+        )

@@ -1,0 +1,52 @@
+"""Input checks shared by the attention functions."""
+
+from keras import ops
+
+
+def check_attention_inputs(query, key, value, key_mask, is_causal):
+    """Checks shapes; returns the inputs cast to float32 (mask to bool)."""
+    query, key, value = (
+        ops.cast(ops.convert_to_tensor(x), "float32")
+        for x in (query, key, value)
+    )
+    for name, x in (("query", query), ("key", key), ("value", value)):
+        if len(x.shape) != 4:
+            raise ValueError(
+                f"`{name}` must have rank 4 (batch, length, heads, dim). "
+                f"Received: {name}.shape={tuple(x.shape)}"
+            )
+    _check_equal("key", key.shape, 1, "value", value.shape, "length")
+    _check_equal("query", query.shape, -1, "key", key.shape, "dim")
+    for name, x in (("key", key), ("value", value)):
+        _check_equal("query", query.shape, 0, name, x.shape, "batch size")
+        _check_equal("query", query.shape, 2, name, x.shape, "heads")
+    if is_causal:
+        _check_equal("query", query.shape, 1, "key", key.shape, "length")
+    if key_mask is not None:
+        key_mask = ops.cast(ops.convert_to_tensor(key_mask), "bool")
+        expected = tuple(key.shape[:2])
+        if len(key_mask.shape) != 2 or not _compatible(
+            tuple(key_mask.shape), expected
+        ):
+            raise ValueError(
+                f"`key_mask` must have shape (batch, source_length) = "
+                f"{expected}. Received: key_mask.shape="
+                f"{tuple(key_mask.shape)}"
+            )
+    return query, key, value, key_mask
+
+
+def _compatible(shape_a, shape_b):
+    return all(
+        a is None or b is None or a == b
+        for a, b in zip(shape_a, shape_b, strict=True)
+    )
+
+
+def _check_equal(name_a, shape_a, axis, name_b, shape_b, what):
+    a, b = shape_a[axis], shape_b[axis]
+    if a is not None and b is not None and a != b:
+        raise ValueError(
+            f"`{name_a}` and `{name_b}` must have the same {what}. Received: "
+            f"{name_a}.shape={tuple(shape_a)}, {name_b}.shape={tuple(shape_b)}"
+        )
