@@ -10,13 +10,12 @@ quadratic form, between chunks the state `(S, z)`. That is exact and needs
 `O(L C + (L / C) m d)` memory, never an `[L, m, d]` tensor. Decoding feeds
 the state from call to call: constant memory and time per token.
 
-Stabilizer: the keys of chunk `c` are scaled by `exp(-R_c)`, where `R_c` is
-the running max of their log-features over chunks `<= c` (and the incoming
-state). The state of chunk `c'` enters chunk `c` rescaled by
-`exp(R_c' - R_c) <= 1`, so the common factor cancels exactly and nothing
-depends on a later chunk. The log-features include `-|x|^2/2`, which bounds
-them above (by `|w|^2/2` for softmax features): a key of large norm cannot
-raise the max and wash out the earlier keys.
+Stabilizer, exact and causal: `R_i`, the running max of the keys'
+log-features over positions `<= i` (and the incoming state). Key `j` is
+scaled by `exp(-R_j)` and its product with query `i >= j` by
+`exp(R_j - R_i) <= 1`: every term query `i` sums carries the same factor
+`exp(-R_i)`, which cancels, and nothing depends on a later key. Features are
+never added a constant that would not cancel.
 """
 
 from keras import ops
@@ -89,7 +88,7 @@ def causal_favor_attention(
         )
     dtype = query.dtype
     query, key, value, key_mask = check_attention_inputs(
-        query, key, value, key_mask, is_causal=True
+        query, key, value, key_mask, True, projection_matrix
     )
     batch_size, length, num_heads, _ = ops.shape(key)
     value_dim = value.shape[-1]
@@ -127,57 +126,78 @@ def causal_favor_attention(
             x, (batch_size, num_chunks, chunk_size) + tuple(x.shape[2:])
         )
 
-    chunk_mask = to_chunks(key_mask)
+    # Running max R_i of the keys' log-features over positions <= i (and
+    # the incoming state): key j is scaled by exp(-R_j), and its product
+    # with query i >= j by exp(R_j - R_i) <= 1. Chunk ends carry E_c.
     if key_log is None:
-        log_scale = ops.zeros((batch_size, num_chunks + 1, num_heads))
+        key_max = ops.zeros((batch_size, num_chunks * chunk_size, num_heads))
     else:
-        chunk_max = feature_maps.stabilizer(
-            to_chunks(key_log), (2, 4), chunk_mask[:, :, :, None, None]
-        )[:, :, 0, :, 0]
-        log_scale = _running_max(
-            ops.concatenate([state_log_scale[:, None], chunk_max], axis=1)
-        )
-        log_scale = ops.stop_gradient(log_scale)
-    # Scale each key by exp(-R) of its chunk: [B, N, H] -> [B, L, H, 1].
-    key_stabilizer = ops.reshape(
-        ops.repeat(log_scale[:, 1:, None], chunk_size, axis=2),
-        (batch_size, num_chunks * chunk_size, num_heads, 1),
-    )
+        key_max = feature_maps.stabilizer(
+            key_log, -1, key_mask[:, :, None, None]
+        )[..., 0]
+    inner_max = _running_max(to_chunks(key_max), axis=2)  # [B, N, C, H]
+    chunk_end_max = _running_max(
+        ops.concatenate([state_log_scale[:, None], inner_max[:, :, -1]], 1),
+        axis=1,
+    )  # [B, N + 1, H]: E before chunk 0, after chunk 0, ..., after N - 1.
+    running_max = ops.maximum(chunk_end_max[:, :-1, None], inner_max)
     key_features = feature_maps.features(
-        key_parts, key_stabilizer, mask=key_mask[:, :, None]
+        key_parts,
+        ops.reshape(running_max, (batch_size, -1, num_heads, 1)),
+        mask=key_mask[:, :, None],
     )
     query_chunks = to_chunks(query_features)
     key_chunks = to_chunks(key_features)
     value_chunks = to_chunks(value)
 
     # Inside each chunk: the masked quadratic form.
+    log_scale = ops.transpose(running_max, (0, 1, 3, 2))  # [B, N, H, C]
+    visible = _lower_triangle(chunk_size)
+    rescale = log_scale[..., None, :] - log_scale[..., :, None]
+    rescale = ops.exp(ops.where(visible, rescale, float("-inf")))
     scores = ops.einsum("bnihf,bnjhf->bnhij", query_chunks, key_chunks)
-    scores = ops.where(_lower_triangle(chunk_size), scores, 0.0)
+    scores = scores * rescale
     numerator = ops.einsum("bnhij,bnjhd->bnihd", scores, value_chunks)
     denominator = ops.transpose(ops.sum(scores, axis=-1), (0, 1, 3, 2))
 
-    # Between chunks: the state of all earlier chunks (and of the incoming
-    # state), each rescaled from its log-scale to the current chunk's.
-    chunk_sums = ops.einsum("bnjhf,bnjhd->bnhfd", key_chunks, value_chunks)
-    chunk_key_sum = ops.sum(key_chunks, axis=2)
-    sums = ops.concatenate([state_sums[:, None], chunk_sums], axis=1)
-    key_sums = ops.concatenate([state_key_sum[:, None], chunk_key_sum], axis=1)
-    rescale = ops.exp(log_scale[:, None, :, :] - log_scale[:, :, None, :])
-    earlier = _lower_triangle(num_chunks + 1, strict=True)[:, :, None]
-    rescale = ops.where(earlier, rescale, 0.0)[:, 1:]  # [B, N, N + 1, H]
-    prefix_sums = ops.einsum("bcgh,bghfd->bchfd", rescale, sums)
-    prefix_key_sum = ops.einsum("bcgh,bghf->bchf", rescale, key_sums)
-    numerator += ops.einsum("bnihf,bnhfd->bnihd", query_chunks, prefix_sums)
-    denominator += ops.einsum("bnihf,bnhf->bnih", query_chunks, prefix_key_sum)
+    # Between chunks: each chunk's sums, scaled to its end, and the
+    # incoming state, summed up to each chunk start rescaled to it.
+    to_chunk_end = ops.exp(running_max - chunk_end_max[:, 1:, None])
+    key_chunks = key_chunks * to_chunk_end[..., None]
+    sums = ops.concatenate(
+        [
+            state_sums[:, None],
+            ops.einsum("bnjhf,bnjhd->bnhfd", key_chunks, value_chunks),
+        ],
+        axis=1,
+    )
+    key_sums = ops.concatenate(
+        [state_key_sum[:, None], ops.sum(key_chunks, axis=2)], axis=1
+    )
+    up_to = chunk_end_max[:, None] - chunk_end_max[:, :, None]
+    up_to = ops.where(
+        _lower_triangle(num_chunks + 1)[..., None], up_to, float("-inf")
+    )
+    up_to = ops.exp(up_to)
+    prefix_sums = ops.einsum("bcgh,bghfd->bchfd", up_to, sums)
+    prefix_key_sum = ops.einsum("bcgh,bghf->bchf", up_to, key_sums)
+    from_chunk_start = ops.exp(chunk_end_max[:, :-1, None] - running_max)
+    query_chunks = query_chunks * from_chunk_start[..., None]
+    numerator += ops.einsum(
+        "bnihf,bnhfd->bnihd", query_chunks, prefix_sums[:, :-1]
+    )
+    denominator += ops.einsum(
+        "bnihf,bnhf->bnih", query_chunks, prefix_key_sum[:, :-1]
+    )
 
     out = ops.divide_no_nan(numerator, denominator[..., None])
     out = ops.reshape(out, (batch_size, -1, num_heads, value_dim))[:, :length]
     final_state = ops.concatenate(
         [
-            prefix_sums[:, -1] + chunk_sums[:, -1],
-            (prefix_key_sum[:, -1] + chunk_key_sum[:, -1])[..., None],
-            ops.zeros_like(chunk_key_sum[:, -1])[..., None]
-            + log_scale[:, -1, :, None, None],
+            prefix_sums[:, -1],
+            prefix_key_sum[:, -1, ..., None],
+            ops.zeros_like(prefix_key_sum[:, -1, ..., None])
+            + chunk_end_max[:, -1, :, None, None],
         ],
         axis=-1,
     )
@@ -207,12 +227,15 @@ def _query_features(parts):
     return feature_maps.features(parts, stabilizer)
 
 
-def _running_max(x):
-    """Max over `x[:, :i + 1]` for each `i`, for `x` of shape `[B, N, H]`."""
-    size = ops.shape(x)[1]
-    earlier_or_same = _lower_triangle(size)[None, :, :, None]
-    candidates = ops.where(earlier_or_same, x[:, None, :, :], float("-inf"))
-    return ops.max(candidates, axis=2)
+def _running_max(x, axis):
+    """Max over `x[..., :i + 1, ...]` for each `i` along `axis` (1 or 2),
+    for `x` of shape `[B, N, H]` or `[B, N, C, H]`."""
+    size = ops.shape(x)[axis]
+    earlier_or_same = _lower_triangle(size)[..., None]  # [i, j, 1]
+    candidates = ops.where(
+        earlier_or_same, ops.expand_dims(x, axis), float("-inf")
+    )
+    return ops.max(candidates, axis=axis + 1)
 
 
 def _lower_triangle(size, strict=False):

@@ -78,7 +78,7 @@ def favor_attention(
         return out
     dtype = query.dtype
     query, key, value, key_mask = check_attention_inputs(
-        query, key, value, key_mask, is_causal
+        query, key, value, key_mask, is_causal, projection_matrix
     )
     query_features, key_features = _bidirectional_features(
         query, key, projection_matrix, kernel, key_mask
@@ -119,7 +119,7 @@ def favor_attention_scores(
     """
     dtype = query.dtype
     query, key, _, key_mask = check_attention_inputs(
-        query, key, key, key_mask, is_causal
+        query, key, key, key_mask, is_causal, projection_matrix
     )
     if is_causal:
         query_features, key_features = causal.causal_features(

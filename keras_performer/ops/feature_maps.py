@@ -116,6 +116,7 @@ def check_kernel(kernel):
 def feature_parts(x, projection_matrix, kernel):
     """Returns the `FeatureParts` of `x` `[..., d]` for `kernel`."""
     check_kernel(kernel)
+    projection_matrix = ops.cast(projection_matrix, x.dtype)
     return _KERNELS[kernel][0](x, projection_matrix)
 
 

@@ -3,7 +3,9 @@
 from keras import ops
 
 
-def check_attention_inputs(query, key, value, key_mask, is_causal):
+def check_attention_inputs(
+    query, key, value, key_mask, is_causal, projection_matrix=None
+):
     """Checks shapes; returns the inputs cast to float32 (mask to bool)."""
     query, key, value = (
         ops.cast(ops.convert_to_tensor(x), "float32")
@@ -20,6 +22,14 @@ def check_attention_inputs(query, key, value, key_mask, is_causal):
     for name, x in (("key", key), ("value", value)):
         _check_equal("query", query.shape, 0, name, x.shape, "batch size")
         _check_equal("query", query.shape, 2, name, x.shape, "heads")
+    if projection_matrix is not None:
+        shape = tuple(projection_matrix.shape)
+        if len(shape) != 2 or shape[1] != query.shape[-1]:
+            raise ValueError(
+                "`projection_matrix` must have shape (num_random_features, "
+                f"dim) with dim={query.shape[-1]}, the head size of `query`. "
+                f"Received: projection_matrix.shape={shape}"
+            )
     if is_causal:
         _check_equal("query", query.shape, 1, "key", key.shape, "length")
     if key_mask is not None:

@@ -1,0 +1,237 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_performer.ops import KERNELS
+from keras_performer.ops import causal_favor_attention
+from keras_performer.ops import empty_state
+from keras_performer.ops import exact_attention
+from keras_performer.ops import favor_attention
+from keras_performer.ops import num_features
+from keras_performer.ops import sample_projection_matrix
+from tests.ops import reference
+from tests.ops.test_favor import random_inputs
+
+
+@pytest.mark.parametrize("chunk_size", [1, 16, 50, 128])
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_equals_masked_quadratic_form(kernel, chunk_size):
+    q, k, v = random_inputs(10, length=50)
+    w = sample_projection_matrix(32, 16, seed=0)
+    key_mask = np.ones((2, 50), bool)
+    key_mask[1, 7:19] = False
+    out = favor_attention(
+        q,
+        k,
+        v,
+        w,
+        kernel=kernel,
+        is_causal=True,
+        key_mask=key_mask,
+        chunk_size=chunk_size,
+    )
+    expected = reference.quadratic_attention(
+        reference.features(q, w, kernel),
+        reference.features(k, w, kernel),
+        v,
+        reference.causal_mask(50, key_mask),
+    )
+    np.testing.assert_allclose(np.asarray(out), expected, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("case", ["small", "medium"])
+def test_relu_matches_authors_implementation(golden, case):
+    q, k, v, w = (
+        golden[f"{case}/{name}"]
+        for name in ("query", "key", "value", "projection")
+    )
+    out = favor_attention(q, k, v, w, kernel="relu", is_causal=True)
+    np.testing.assert_allclose(
+        np.asarray(out), golden[f"{case}/relu_causal"], atol=1e-5, rtol=0
+    )
+
+
+@pytest.mark.parametrize("case,error", [("small", 0.3), ("medium", 0.07)])
+def test_softmax_close_to_exact_causal(golden, case, error):
+    q, k, v, w = (
+        golden[f"{case}/{name}"]
+        for name in ("query", "key", "value", "projection")
+    )
+    exact = np.asarray(exact_attention(q, k, v, is_causal=True))
+    np.testing.assert_allclose(exact, golden[f"{case}/exact_causal"], atol=1e-5)
+    out = np.asarray(favor_attention(q, k, v, w, is_causal=True))
+    assert np.mean(np.abs(out - exact)) < error
+
+
+def outlier_keys(k, w, position):
+    """Keys with, at `position`, a huge key and a key along a projection
+    row at the norm that maximizes its feature (the two ways a later key
+    can raise a max-based stabilizer)."""
+    huge, aligned = k.copy(), k.copy()
+    huge[:, position] = 1e3
+    dim = k.shape[-1]
+    row = np.asarray(w)[np.argmax(np.linalg.norm(np.asarray(w), axis=1))]
+    aligned[:, position] = row * dim**0.25
+    return huge, aligned
+
+
+@pytest.mark.parametrize("scale", [0.7, 3.0])
+@pytest.mark.parametrize("chunk_size", [8, 128])
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_a_later_outlier_key_changes_no_earlier_output(
+    kernel, chunk_size, scale
+):
+    # scale=3: the earlier keys have large norms and small features, which
+    # a stabilizer shared with the outlier would flush to zero.
+    q, k, v = random_inputs(11, length=40, scale=scale)
+    w = sample_projection_matrix(32, 16, seed=0)
+    position = 21  # inside a chunk, not at its start
+    base = np.asarray(
+        favor_attention(
+            q, k, v, w, kernel=kernel, is_causal=True, chunk_size=chunk_size
+        )
+    )
+    for outlier in outlier_keys(k, w, position):
+        v_outlier = v.copy()
+        v_outlier[:, position] = 1e4
+        out = np.asarray(
+            favor_attention(
+                q,
+                outlier,
+                v_outlier,
+                w,
+                kernel=kernel,
+                is_causal=True,
+                chunk_size=chunk_size,
+            )
+        )
+        assert np.all(np.isfinite(out))
+        np.testing.assert_allclose(
+            out[:, :position], base[:, :position], rtol=1e-5, atol=1e-6
+        )
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_no_gradient_from_the_future(kernel):
+    q, k, v = (tf.constant(x) for x in random_inputs(12, length=24))
+    w = sample_projection_matrix(16, 16, seed=0)
+    position = 9
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([q, k, v])
+        out = favor_attention(
+            q, k, v, w, kernel=kernel, is_causal=True, chunk_size=8
+        )
+        loss = tf.reduce_sum(out[:, position] ** 2)
+    for grad in tape.gradient(loss, [q, k, v]):
+        grad = grad.numpy()
+        assert np.all(np.isfinite(grad))
+        np.testing.assert_array_equal(grad[:, position + 1 :], 0.0)
+        assert np.any(grad[:, : position + 1] != 0)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_gradients_finite_with_padding_and_outliers(kernel):
+    q, k, v = (tf.constant(x) for x in random_inputs(13, length=24))
+    w = sample_projection_matrix(16, 16, seed=0)
+    key_mask = np.ones((2, 24), bool)
+    key_mask[0, :10] = False
+    with tf.GradientTape() as tape:
+        tape.watch([q, k, v])
+        out = favor_attention(
+            q,
+            k * 30.0,
+            v,
+            w,
+            kernel=kernel,
+            is_causal=True,
+            key_mask=key_mask,
+            chunk_size=8,
+        )
+        loss = tf.reduce_sum(out**2)
+    for grad in tape.gradient(loss, [q, k, v]):
+        assert np.all(np.isfinite(grad.numpy()))
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_state_continues_the_sequence(kernel):
+    q, k, v = random_inputs(14, length=45)
+    w = sample_projection_matrix(32, 16, seed=0)
+    full, full_state = causal_favor_attention(
+        q, k, v, w, kernel=kernel, chunk_size=16
+    )
+    state = empty_state(2, 2, num_features(kernel, 32), 16)
+    pieces = []
+    for start, stop in ((0, 1), (1, 20), (20, 21), (21, 45)):
+        out, state = causal_favor_attention(
+            q[:, start:stop],
+            k[:, start:stop],
+            v[:, start:stop],
+            w,
+            kernel=kernel,
+            chunk_size=16,
+            initial_state=state,
+        )
+        pieces.append(np.asarray(out))
+    np.testing.assert_allclose(
+        np.concatenate(pieces, axis=1), np.asarray(full), atol=1e-5, rtol=1e-5
+    )
+    # Same state up to the common scale exp(-R) of its sums.
+    full_state, state = np.asarray(full_state), np.asarray(state)
+    np.testing.assert_allclose(full_state[..., -1], state[..., -1], atol=1e-5)
+    np.testing.assert_allclose(
+        full_state[..., :-1], state[..., :-1], atol=1e-4, rtol=1e-4
+    )
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_token_by_token_decoding_equals_full_pass(kernel):
+    q, k, v = random_inputs(15, length=33)
+    w = sample_projection_matrix(32, 16, seed=0)
+    full = np.asarray(
+        favor_attention(q, k, v, w, kernel=kernel, is_causal=True)
+    )
+    state = empty_state(2, 2, num_features(kernel, 32), 16)
+    outputs = []
+    for i in range(33):
+        out, state = causal_favor_attention(
+            q[:, i : i + 1],
+            k[:, i : i + 1],
+            v[:, i : i + 1],
+            w,
+            kernel=kernel,
+            initial_state=state,
+        )
+        outputs.append(np.asarray(out))
+    np.testing.assert_allclose(
+        np.concatenate(outputs, axis=1), full, atol=1e-5, rtol=1e-5
+    )
+    assert state.shape == (2, 2, num_features(kernel, 32), 18)
+
+
+def test_decoding_with_a_left_padded_prompt():
+    # Keys of large norm after a masked chunk: the empty chunk's stabilizer
+    # must not wash them out.
+    q, k, v = random_inputs(16, length=20, scale=4.0)
+    w = sample_projection_matrix(32, 16, seed=0)
+    key_mask = np.ones((2, 20), bool)
+    key_mask[:, :8] = False
+    out = np.asarray(
+        favor_attention(
+            q, k, v, w, is_causal=True, key_mask=key_mask, chunk_size=8
+        )
+    )
+    expected = reference.quadratic_attention(
+        reference.features(q, w, "softmax"),
+        reference.features(k, w, "softmax"),
+        v,
+        reference.causal_mask(20, key_mask),
+    )
+    np.testing.assert_allclose(out, expected, atol=1e-4, rtol=1e-3)
+    assert np.all(np.abs(out[:, 8:]) > 0)
+
+
+def test_bad_chunk_size():
+    q, k, v = random_inputs(0, length=8)
+    w = sample_projection_matrix(8, 16, seed=0)
+    with pytest.raises(ValueError, match="chunk_size"):
+        causal_favor_attention(q, k, v, w, chunk_size=0)

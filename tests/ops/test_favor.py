@@ -1,0 +1,242 @@
+import numpy as np
+import pytest
+
+from keras_performer.ops import KERNELS
+from keras_performer.ops import exact_attention
+from keras_performer.ops import favor_attention
+from keras_performer.ops import favor_attention_scores
+from keras_performer.ops import sample_projection_matrix
+from keras_performer.ops import feature_maps
+from tests.ops import reference
+
+
+def random_inputs(seed, batch=2, length=64, heads=2, dim=16, scale=0.7):
+    rng = np.random.default_rng(seed)
+    q = rng.normal(size=(batch, length, heads, dim)) * scale
+    k = rng.normal(size=(batch, length, heads, dim)) * scale
+    v = rng.normal(size=(batch, length, heads, dim))
+    return q.astype("float32"), k.astype("float32"), v.astype("float32")
+
+
+@pytest.mark.parametrize("case", ["small", "medium"])
+@pytest.mark.parametrize("kernel", ["softmax", "relu"])
+def test_matches_authors_implementation(golden, case, kernel):
+    q, k, v, w = (
+        golden[f"{case}/{name}"]
+        for name in ("query", "key", "value", "projection")
+    )
+    out = np.asarray(favor_attention(q, k, v, w, kernel=kernel))
+    expected = golden[f"{case}/{kernel}_bidirectional"]
+    np.testing.assert_allclose(out, expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("case,error", [("small", 0.22), ("medium", 0.04)])
+def test_error_against_exact_matches_reference(golden, case, error):
+    q, k, v, w = (
+        golden[f"{case}/{name}"]
+        for name in ("query", "key", "value", "projection")
+    )
+    exact = np.asarray(exact_attention(q, k, v))
+    np.testing.assert_allclose(
+        exact, golden[f"{case}/exact_bidirectional"], atol=1e-5
+    )
+    out = np.asarray(favor_attention(q, k, v, w))
+    assert np.mean(np.abs(out - exact)) < error
+
+
+def errors(kernel, num_features, orthogonal, seeds, is_causal=False):
+    q, k, v = random_inputs(0)
+    exact = np.asarray(exact_attention(q, k, v, is_causal=is_causal))
+    result = []
+    for seed in seeds:
+        w = sample_projection_matrix(
+            num_features, 16, seed=seed, orthogonal=orthogonal
+        )
+        out = favor_attention(q, k, v, w, kernel=kernel, is_causal=is_causal)
+        result.append(np.mean((np.asarray(out) - exact) ** 2))
+    return np.array(result)
+
+
+def mean_error(*args, **kwargs):
+    return np.mean(errors(*args, **kwargs))
+
+
+@pytest.mark.parametrize("is_causal", [False, True])
+@pytest.mark.parametrize("kernel", ["softmax", "hyperbolic", "trig"])
+def test_error_falls_with_more_features(kernel, is_causal):
+    medians = [
+        np.median(errors(kernel, m, True, range(5), is_causal))
+        for m in (16, 64, 256)
+    ]
+    assert medians[0] > medians[1] > medians[2]
+    assert medians[2] < 0.5 * medians[0]
+
+
+@pytest.mark.parametrize("kernel", ["softmax", "hyperbolic"])
+def test_orthogonal_no_worse_than_iid(kernel):
+    # Measured over 64 draws: orthogonal rows cut the error by 20-35% at
+    # m = 64, d = 16 (the gain shrinks as m grows past d).
+    seeds = range(24)
+    orthogonal = mean_error(kernel, 64, True, seeds)
+    iid = mean_error(kernel, 64, False, seeds)
+    assert orthogonal <= iid
+
+
+@pytest.mark.parametrize("orthogonal", [True, False])
+@pytest.mark.parametrize("kernel", ["softmax", "hyperbolic", "trig"])
+def test_estimator_is_unbiased(kernel, orthogonal):
+    # E[phi(q) . phi(k)] = exp(q . k / sqrt(d)), over projection draws.
+    rng = np.random.default_rng(1)
+    dim = 8
+    q = rng.normal(size=(6, dim)).astype("float32") * 0.6
+    k = rng.normal(size=(6, dim)).astype("float32") * 0.6
+    estimates = []
+    for seed in range(300):
+        w = sample_projection_matrix(64, dim, seed=seed, orthogonal=orthogonal)
+        q_parts = feature_maps.feature_parts(q, w, kernel)
+        k_parts = feature_maps.feature_parts(k, w, kernel)
+        q_features = np.asarray(feature_maps.features(q_parts, 0.0))
+        k_features = np.asarray(feature_maps.features(k_parts, 0.0))
+        estimates.append(np.sum(q_features * k_features, axis=-1))
+    expected = np.exp(np.sum(q * k, axis=-1) / np.sqrt(dim))
+    # Within 4 standard errors of the mean over draws, which is itself
+    # small enough for the test to mean something.
+    standard_error = np.std(estimates, axis=0) / np.sqrt(len(estimates))
+    assert np.all(standard_error < 0.03 * expected)
+    deviation = np.abs(np.mean(estimates, axis=0) - expected)
+    assert np.all(deviation < 4 * standard_error)
+
+
+@pytest.mark.parametrize("kernel", ["softmax", "hyperbolic"])
+def test_positive_features_are_positive(kernel):
+    q, _, _ = random_inputs(2, scale=3.0)
+    w = sample_projection_matrix(32, 16, seed=0)
+    parts = feature_maps.feature_parts(q, w, kernel)
+    phi = np.asarray(feature_maps.features(parts, 0.0))
+    assert np.all(phi >= 0)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_bidirectional_equals_quadratic_form(kernel):
+    q, k, v = random_inputs(3)
+    w = sample_projection_matrix(32, 16, seed=0)
+    out = np.asarray(favor_attention(q, k, v, w, kernel=kernel))
+    expected = reference.quadratic_attention(
+        reference.features(q, w, kernel),
+        reference.features(k, w, kernel),
+        v,
+        np.ones((1, 1, 1, 1)),
+    )
+    # Softmax kernels add the reference's 1e-6 to stabilized features.
+    np.testing.assert_allclose(out, expected, atol=2e-3, rtol=2e-3)
+
+
+@pytest.mark.parametrize("is_causal", [False, True])
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_padded_keys_change_nothing(kernel, is_causal):
+    q, k, v = random_inputs(4, length=40)
+    w = sample_projection_matrix(32, 16, seed=0)
+    key_mask = np.ones((2, 40), bool)
+    key_mask[0, 30:] = False
+    key_mask[1, 5:12] = False
+    outputs = []
+    for junk in (0.0, 50.0):
+        k_junk, v_junk = k.copy(), v.copy()
+        k_junk[~key_mask] = junk
+        v_junk[~key_mask] = -junk
+        outputs.append(
+            np.asarray(
+                favor_attention(
+                    q,
+                    k_junk,
+                    v_junk,
+                    w,
+                    kernel=kernel,
+                    is_causal=is_causal,
+                    key_mask=key_mask,
+                    chunk_size=16,
+                )
+            )
+        )
+    np.testing.assert_allclose(outputs[0], outputs[1], atol=1e-6, rtol=1e-6)
+    if not is_causal:
+        # The first sequence's padding is at the end: same as dropping it.
+        unpadded = favor_attention(
+            q[:1], k[:1, :30], v[:1, :30], w, kernel=kernel
+        )
+        np.testing.assert_allclose(
+            outputs[0][:1], np.asarray(unpadded), atol=1e-6, rtol=1e-6
+        )
+
+
+@pytest.mark.parametrize("is_causal", [False, True])
+def test_query_that_sees_no_key_outputs_zero(is_causal):
+    q, k, v = random_inputs(5, length=8)
+    w = sample_projection_matrix(16, 16, seed=0)
+    key_mask = np.ones((2, 8), bool)
+    key_mask[0] = False
+    key_mask[1, :3] = False
+    for attention in (favor_attention, exact_attention):
+        kwargs = {"key_mask": key_mask, "is_causal": is_causal}
+        args = (q, k, v, w) if attention is favor_attention else (q, k, v)
+        out = np.asarray(attention(*args, **kwargs))
+        assert np.all(np.isfinite(out))
+        np.testing.assert_array_equal(out[0], 0.0)
+        if is_causal:
+            np.testing.assert_array_equal(out[1, :3], 0.0)
+
+
+@pytest.mark.parametrize("is_causal", [False, True])
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_scores_times_values_is_the_output(kernel, is_causal):
+    q, k, v = random_inputs(6, length=24)
+    w = sample_projection_matrix(32, 16, seed=0)
+    key_mask = np.ones((2, 24), bool)
+    key_mask[1, -5:] = False
+    scores = favor_attention_scores(
+        q, k, w, kernel=kernel, is_causal=is_causal, key_mask=key_mask
+    )
+    out = favor_attention(
+        q, k, v, w, kernel=kernel, is_causal=is_causal, key_mask=key_mask
+    )
+    scores = np.asarray(scores)
+    assert scores.shape == (2, 2, 24, 24)
+    np.testing.assert_allclose(
+        np.einsum("bhts,bshd->bthd", scores, v),
+        np.asarray(out),
+        atol=2e-4,
+        rtol=2e-4,
+    )
+    assert np.all(scores[1, :, :, -5:] == 0)
+    if is_causal:
+        assert np.all(np.triu(scores[0, 0], k=1) == 0)
+
+
+@pytest.mark.parametrize(
+    "shapes,match",
+    [
+        (((2, 8, 16), (2, 8, 16), (2, 8, 16)), "rank 4"),
+        (((2, 8, 2, 16), (2, 8, 3, 16), (2, 8, 3, 16)), "heads"),
+        (((2, 8, 2, 16), (2, 8, 2, 8), (2, 8, 2, 8)), "dim"),
+        (((2, 8, 2, 16), (2, 9, 2, 16), (2, 8, 2, 16)), "length"),
+        (((2, 8, 2, 16), (1, 8, 2, 16), (1, 8, 2, 16)), "batch"),
+    ],
+)
+def test_bad_shapes(shapes, match):
+    q, k, v = (np.zeros(s, "float32") for s in shapes)
+    w = sample_projection_matrix(8, 16, seed=0)
+    with pytest.raises(ValueError, match=match):
+        favor_attention(q, k, v, w)
+
+
+def test_bad_projection_mask_and_kernel():
+    q, k, v = random_inputs(0, length=8)
+    with pytest.raises(ValueError, match="projection_matrix"):
+        favor_attention(q, k, v, sample_projection_matrix(8, 12, seed=0))
+    w = sample_projection_matrix(8, 16, seed=0)
+    with pytest.raises(ValueError, match="key_mask"):
+        favor_attention(q, k, v, w, key_mask=np.ones((2, 9), bool))
+    with pytest.raises(ValueError, match="kernel"):
+        favor_attention(q, k, v, w, kernel="cosine")
+    with pytest.raises(ValueError, match="length"):
+        favor_attention(q[:, :4], k, v, w, is_causal=True)
