@@ -28,8 +28,8 @@ setup(
     ],
     extras_require={
         "tools": ["matplotlib"],
-        "tests": ["pytest", "pytest-xdist", "matplotlib"],
-        "dev": ["pytest", "pytest-xdist", "matplotlib", "ruff"],
+        "tests": ["pytest", "matplotlib"],
+        "dev": ["pytest", "matplotlib", "ruff"],
     },
     classifiers=[
         "Programming Language :: Python :: 3",

@@ -24,6 +24,12 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True)
+def fixed_seed():
+    """Same initial weights in every run of a test."""
+    keras.utils.set_random_seed(0)
+
+
 @pytest.fixture
 def golden():
     with np.load(os.path.join(DATA_DIR, "favor_reference.npz")) as data:

@@ -2,6 +2,7 @@
 
 import keras
 from keras import ops
+from keras.src.backend.common.masking import get_keras_mask
 
 from keras_performer.ops import causal
 from keras_performer.ops import favor
@@ -317,6 +318,10 @@ class PerformerAttention(keras.layers.Layer):
         cache=None,
         cache_update_index=None,
     ):
+        # Keras passes implicit masks as `*_mask` only to a call with
+        # several tensors; with the query alone, read its mask here.
+        if query_mask is None:
+            query_mask = get_keras_mask(query)
         if value is None:
             value = query
             value_mask = query_mask if value_mask is None else value_mask

@@ -7,6 +7,7 @@ from keras_performer.ops.exact import exact_attention
 from keras_performer.ops.favor import favor_attention
 from keras_performer.ops.favor import favor_attention_scores
 from keras_performer.ops.feature_maps import KERNELS
+from keras_performer.ops.feature_maps import POSITIVE_KERNELS
 from keras_performer.ops.feature_maps import num_features
 from keras_performer.ops.projection import PROJECTION_NORMS
 from keras_performer.ops.projection import sample_projection_matrix
@@ -14,6 +15,7 @@ from keras_performer.ops.projection import sample_projection_matrix
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "KERNELS",
+    "POSITIVE_KERNELS",
     "PROJECTION_NORMS",
     "causal_favor_attention",
     "empty_state",

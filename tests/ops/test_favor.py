@@ -5,8 +5,8 @@ from keras_performer.ops import KERNELS
 from keras_performer.ops import exact_attention
 from keras_performer.ops import favor_attention
 from keras_performer.ops import favor_attention_scores
-from keras_performer.ops import sample_projection_matrix
 from keras_performer.ops import feature_maps
+from keras_performer.ops import sample_projection_matrix
 from tests.ops import reference
 
 

@@ -1,0 +1,371 @@
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_performer
+from keras_performer import PerformerAttention
+from keras_performer.ops import KERNELS
+from keras_performer.ops import POSITIVE_KERNELS
+
+
+def inputs(seed=0, batch=2, length=32, dim=16, scale=1.0):
+    rng = np.random.default_rng(seed)
+    return (scale * rng.normal(size=(batch, length, dim))).astype("float32")
+
+
+def test_sequential_self_attention():
+    model = keras.Sequential(
+        [
+            keras.Input((32, 16)),
+            PerformerAttention(num_heads=2, key_dim=8, seed=0),
+        ]
+    )
+    x = inputs()
+    out = model(x)
+    assert out.shape == (2, 32, 16)
+    layer = model.layers[0]
+    np.testing.assert_allclose(out, layer(x, x, x), atol=1e-6)
+
+
+def test_output_shape_and_value_dim():
+    layer = PerformerAttention(
+        num_heads=3, key_dim=4, value_dim=5, output_shape=7, seed=0
+    )
+    query, value = inputs(length=10), inputs(1, length=12, dim=6)
+    out = layer(query, value)
+    assert out.shape == (2, 10, 7)
+    assert layer.compute_output_shape((2, 10, 16), (2, 12, 6)) == (2, 10, 7)
+    assert layer.projection_matrix.shape == (256, 4)
+
+
+@pytest.mark.parametrize("use_bias", [True, False])
+def test_loads_trained_multi_head_attention_weights(use_bias):
+    x = inputs(scale=0.5, length=48, dim=32)
+    mha = keras.layers.MultiHeadAttention(
+        num_heads=4, key_dim=8, use_bias=use_bias, seed=0
+    )
+    expected = np.asarray(mha(x, x))
+    errors = []
+    for num_features in (16, 256, 4096):
+        layer = PerformerAttention(
+            num_heads=4,
+            key_dim=8,
+            use_bias=use_bias,
+            num_random_features=num_features,
+            seed=1,
+        )
+        layer(x)
+        assert len(layer.trainable_weights) == len(mha.trainable_weights)
+        for ours, theirs in zip(
+            layer.trainable_weights, mha.trainable_weights, strict=True
+        ):
+            assert ours.shape == theirs.shape
+            ours.assign(theirs)
+        out = np.asarray(layer(x))
+        errors.append(np.mean((out - expected) ** 2) / np.mean(expected**2))
+    assert errors[0] > errors[1] > errors[2]
+    assert errors[2] < 0.01
+
+
+def test_projection_is_a_fixed_non_trainable_weight():
+    layer = PerformerAttention(num_heads=2, key_dim=8, seed=3)
+    layer(inputs())
+    assert layer.projection_matrix.trainable is False
+    assert layer.projection_matrix.dtype == "float32"
+    assert any(
+        w is layer.projection_matrix for w in layer.non_trainable_weights
+    )
+    assert all(
+        w is not layer.projection_matrix for w in layer.trainable_weights
+    )
+    expected = keras_performer.ops.sample_projection_matrix(256, 8, seed=3)
+    np.testing.assert_array_equal(layer.projection_matrix, expected)
+
+
+def test_config_round_trip():
+    layer = PerformerAttention(
+        num_heads=2,
+        key_dim=8,
+        value_dim=4,
+        dropout=0.1,
+        use_bias=False,
+        output_shape=5,
+        kernel="hyperbolic",
+        num_random_features=64,
+        orthogonal=False,
+        projection_norm="sqrt_d",
+        chunk_size=32,
+        seed=7,
+        kernel_regularizer="l2",
+    )
+    config = layer.get_config()
+    restored = PerformerAttention.from_config(config)
+    assert restored.get_config() == config
+    for name in (
+        "kernel",
+        "num_random_features",
+        "orthogonal",
+        "projection_norm",
+        "chunk_size",
+        "seed",
+    ):
+        assert getattr(restored, name) == getattr(layer, name)
+
+
+@pytest.mark.parametrize("use_causal_mask", [False, True])
+def test_keras_file_round_trip(tmp_path, use_causal_mask):
+    inp = keras.Input((32, 16))
+    x = PerformerAttention(num_heads=2, key_dim=8, kernel="hyperbolic")(
+        inp, use_causal_mask=use_causal_mask
+    )
+    model = keras.Model(inp, keras.layers.Dense(3)(x))
+    path = os.path.join(tmp_path, "model.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    x = inputs()
+    np.testing.assert_allclose(model(x), loaded(x), atol=1e-6)
+    np.testing.assert_array_equal(
+        model.layers[1].projection_matrix, loaded.layers[1].projection_matrix
+    )
+
+
+@pytest.mark.parametrize("use_causal_mask", [False, True])
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_fit_step(jit_compile, use_causal_mask):
+    inp = keras.Input((32, 16))
+    x = PerformerAttention(num_heads=2, key_dim=8, dropout=0.1, seed=0)(
+        inp, use_causal_mask=use_causal_mask
+    )
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    model = keras.Model(inp, keras.layers.Dense(1)(x))
+    model.compile("adam", "mse", jit_compile=jit_compile)
+    layer = model.layers[1]
+    before = [np.array(w) for w in layer.weights]
+    history = model.fit(
+        inputs(), np.ones((2, 1)), epochs=2, batch_size=2, verbose=0
+    )
+    assert np.all(np.isfinite(history.history["loss"]))
+    after = [np.array(w) for w in layer.weights]
+    for weight, old, new in zip(layer.weights, before, after, strict=True):
+        if weight.trainable:
+            assert not np.array_equal(old, new), weight.path
+        else:
+            np.testing.assert_array_equal(old, new)
+
+
+@pytest.mark.parametrize(
+    "mixed_policy", ["mixed_float16", "mixed_bfloat16"], indirect=True
+)
+@pytest.mark.parametrize("use_causal_mask", [False, True])
+@pytest.mark.parametrize("kernel", POSITIVE_KERNELS)
+def test_mixed_precision(mixed_policy, kernel, use_causal_mask):
+    layer = PerformerAttention(num_heads=2, key_dim=8, kernel=kernel, seed=0)
+    kwargs = {"use_causal_mask": use_causal_mask}
+    # Inputs of large norm: exp features would overflow in half precision.
+    out = layer(inputs(scale=100.0), **kwargs)
+    assert out.dtype == mixed_policy.split("_")[1]
+    assert layer.projection_matrix.dtype == "float32"
+    assert np.all(np.isfinite(np.asarray(out, np.float32)))
+    # Ordinary inputs: float32 results within half precision.
+    x = inputs()
+    reference = PerformerAttention.from_config(
+        {**layer.get_config(), "dtype": "float32"}
+    )
+    reference(x)
+    reference.set_weights(layer.get_weights())
+    expected = np.asarray(reference(x, **kwargs))
+    error = np.abs(np.asarray(layer(x, **kwargs), np.float32) - expected)
+    assert np.max(error) < 0.05 * np.max(np.abs(expected))
+
+
+@pytest.mark.parametrize("use_causal_mask", [False, True])
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_padding_masks(kernel, use_causal_mask):
+    layer = PerformerAttention(num_heads=2, key_dim=8, kernel=kernel, seed=0)
+    x = inputs()
+    valid = np.ones((2, 32), bool)
+    valid[0, 20:] = False
+    valid[1, 25:] = False
+    junk = x.copy()
+    junk[~valid] = 1e3
+    kwargs = {"use_causal_mask": use_causal_mask}
+    out = np.asarray(layer(x, query_mask=valid, value_mask=valid, **kwargs))
+    np.testing.assert_array_equal(
+        out, layer(junk, query_mask=valid, value_mask=valid, **kwargs)
+    )
+    # Outputs at valid positions are those of the unpadded sequence.
+    short = np.asarray(layer(x[:1, :20], **kwargs))
+    np.testing.assert_allclose(out[:1, :20], short, atol=1e-5, rtol=1e-5)
+    # The same mask as `key_mask`, and as an `attention_mask` pattern.
+    from_key_mask = layer(x, query_mask=valid, key_mask=valid, **kwargs)
+    np.testing.assert_allclose(out, from_key_mask, atol=1e-6)
+    pattern = valid[:, :, None] & valid[:, None, :]
+    if use_causal_mask:
+        pattern &= np.tril(np.ones((32, 32), bool))
+    from_pattern = layer(x, attention_mask=pattern, **kwargs)
+    np.testing.assert_allclose(out, from_pattern, atol=1e-6)
+    # A plain key padding pattern (query rows all equal) also works.
+    keys_only = np.broadcast_to(valid[:, None, :], (2, 32, 32))
+    expected = layer(x, key_mask=valid, **kwargs)
+    np.testing.assert_allclose(
+        layer(x, attention_mask=keys_only, **kwargs), expected, atol=1e-6
+    )
+
+
+def test_implicit_keras_masks():
+    tokens = np.array([[3, 5, 7, 2, 0, 0], [4, 4, 0, 0, 0, 0]])
+    embedding = keras.layers.Embedding(10, 8, mask_zero=True)
+    layer = PerformerAttention(num_heads=2, key_dim=4, seed=0)
+    out = np.asarray(layer(embedding(tokens)))
+    short = np.asarray(layer(embedding(tokens[:1, :4])))
+    np.testing.assert_allclose(out[:1, :4], short, atol=1e-6)
+    np.testing.assert_array_equal(
+        out[0, 4:], np.broadcast_to(layer._output_dense.bias, (2, 8))
+    )
+
+
+def test_general_attention_mask_is_an_error():
+    layer = PerformerAttention(num_heads=2, key_dim=8, seed=0)
+    x = inputs(length=8)
+    band = np.abs(np.arange(8)[:, None] - np.arange(8)[None, :]) <= 2
+    mask = np.broadcast_to(band, (2, 8, 8))
+    with pytest.raises(ValueError, match="not a padding pattern"):
+        layer(x, attention_mask=mask)
+    causal = np.broadcast_to(np.tril(np.ones((8, 8), bool)), (2, 8, 8))
+    with pytest.raises(ValueError, match="not a padding pattern"):
+        layer(x, attention_mask=causal)  # use_causal_mask=True instead
+
+    @tf.function
+    def compiled(x, mask):
+        return layer(x, attention_mask=mask)
+
+    assert np.all(np.isnan(compiled(x, mask)))
+    assert np.all(np.isfinite(compiled(x, np.ones((2, 8, 8), bool))))
+
+
+@pytest.mark.parametrize("use_causal_mask", [False, True])
+def test_attention_scores(use_causal_mask):
+    layer = PerformerAttention(num_heads=2, key_dim=8, seed=0)
+    x = inputs(length=12)
+    out, scores = layer(
+        x, return_attention_scores=True, use_causal_mask=use_causal_mask
+    )
+    scores = np.asarray(scores)
+    assert scores.shape == (2, 2, 12, 12)
+    np.testing.assert_allclose(scores.sum(-1), 1.0, atol=1e-5)
+    assert np.all(scores >= 0)
+    if use_causal_mask:
+        assert np.all(np.triu(scores, k=1) == 0)
+    np.testing.assert_allclose(
+        out, layer(x, use_causal_mask=use_causal_mask), atol=1e-6
+    )
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_causal_output_ignores_the_future(kernel):
+    layer = PerformerAttention(num_heads=2, key_dim=8, kernel=kernel, seed=0)
+    x = inputs()
+    changed = x.copy()
+    changed[:, 20:] = 50.0
+    a = np.asarray(layer(x, use_causal_mask=True))
+    b = np.asarray(layer(changed, use_causal_mask=True))
+    np.testing.assert_allclose(a[:, :20], b[:, :20], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_cached_decoding_equals_full_pass(kernel):
+    layer = PerformerAttention(
+        num_heads=2, key_dim=8, kernel=kernel, chunk_size=8, seed=0
+    )
+    # Moderate norms: trig denominators near zero amplify round-off.
+    x = inputs(length=20, scale=0.5)
+    full = np.asarray(layer(x, use_causal_mask=True))
+    cache = layer.get_initial_cache(2)
+    steps = []
+    for i in range(20):
+        out, cache = layer(x[:, i : i + 1], cache=cache, cache_update_index=i)
+        steps.append(np.asarray(out))
+    np.testing.assert_allclose(
+        np.concatenate(steps, axis=1), full, atol=1e-5, rtol=1e-5
+    )
+    assert tuple(cache.shape) == tuple(layer.get_initial_cache(2).shape)
+    # A prompt at once, then tokens: the same.
+    out, cache = layer(x[:, :15], cache=layer.get_initial_cache(2))
+    rest, _ = layer(x[:, 15:], cache=cache)
+    np.testing.assert_allclose(
+        np.concatenate([out, rest], axis=1), full, atol=1e-5, rtol=1e-5
+    )
+
+
+def test_decoding_in_a_compiled_while_loop():
+    layer = PerformerAttention(num_heads=2, key_dim=8, seed=0)
+    x = inputs(length=10)
+    full = np.asarray(layer(x, use_causal_mask=True))
+
+    @tf.function(jit_compile=True)
+    def decode(x):
+        def body(i, outputs, cache):
+            token = keras.ops.slice(x, (0, i, 0), (2, 1, 16))
+            out, cache = layer(token, cache=cache, cache_update_index=i)
+            outputs = keras.ops.slice_update(outputs, (0, i, 0), out)
+            return i + 1, outputs, cache
+
+        _, outputs, _ = keras.ops.while_loop(
+            lambda i, outputs, cache: i < 10,
+            body,
+            (0, keras.ops.zeros((2, 10, 16)), layer.get_initial_cache(2)),
+        )
+        return outputs
+
+    np.testing.assert_allclose(decode(x), full, atol=1e-5, rtol=1e-5)
+
+
+def test_dropout_only_in_training():
+    layer = PerformerAttention(num_heads=2, key_dim=8, dropout=0.5, seed=0)
+    x = inputs()
+    np.testing.assert_array_equal(layer(x), layer(x, training=False))
+    assert not np.allclose(layer(x, training=True), layer(x))
+
+
+def test_cache_rejects_scores_and_attention_mask():
+    layer = PerformerAttention(num_heads=2, key_dim=8, seed=0)
+    x = inputs(length=1)
+    cache = layer.get_initial_cache(2)
+    with pytest.raises(ValueError, match="return_attention_scores"):
+        layer(x, cache=cache, return_attention_scores=True)
+    with pytest.raises(ValueError, match="attention_mask"):
+        layer(x, cache=cache, attention_mask=np.ones((2, 1, 1), bool))
+
+
+@pytest.mark.parametrize(
+    "kwargs,name",
+    [
+        ({"num_heads": 0}, "num_heads"),
+        ({"key_dim": 2.0}, "key_dim"),
+        ({"value_dim": -1}, "value_dim"),
+        ({"dropout": 1.0}, "dropout"),
+        ({"output_shape": (3, 4)}, "output_shape"),
+        ({"attention_axes": (1, 2)}, "attention_axes"),
+        ({"kernel": "cosine"}, "kernel"),
+        ({"num_random_features": 0}, "num_random_features"),
+        ({"orthogonal": "yes"}, "orthogonal"),
+        ({"projection_norm": "unit"}, "projection_norm"),
+        ({"chunk_size": 0}, "chunk_size"),
+        ({"seed": 1.5}, "seed"),
+    ],
+)
+def test_bad_arguments(kwargs, name):
+    with pytest.raises(ValueError, match=f"Received: {name}="):
+        PerformerAttention(**{"num_heads": 2, "key_dim": 8, **kwargs})
+
+
+def test_bad_shapes():
+    layer = PerformerAttention(num_heads=2, key_dim=8)
+    with pytest.raises(ValueError, match="rank 3"):
+        layer(np.zeros((2, 4, 4, 8), "float32"))
+    layer = PerformerAttention(num_heads=2, key_dim=8)
+    with pytest.raises(ValueError, match="same length"):
+        layer(inputs(length=4), inputs(length=5), inputs(length=6))
