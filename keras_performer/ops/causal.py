@@ -21,7 +21,9 @@ never added a constant that would not cancel.
 from keras import ops
 
 from keras_performer.ops import feature_maps
-from keras_performer.ops.validation import check_attention_inputs
+from keras_performer.ops.common import check_attention_inputs
+from keras_performer.ops.common import heads_first
+from keras_performer.ops.common import with_ones
 
 DEFAULT_CHUNK_SIZE = 128
 
@@ -99,9 +101,7 @@ def causal_favor_attention(
             feature_maps.num_features(kernel, projection_matrix.shape[0]),
             value_dim,
         )
-    state_sums = initial_state[..., :value_dim]
-    state_key_sum = initial_state[..., value_dim]
-    state_log_scale = initial_state[:, :, 0, value_dim + 1]
+    initial_state = ops.cast(initial_state, "float32")
 
     # Pad the length to whole chunks; padded keys are masked out.
     if isinstance(length, int):
@@ -110,94 +110,84 @@ def causal_favor_attention(
         key_mask = ops.ones((batch_size, length), dtype="bool")
     padding = (-length) % chunk_size
     query, key, value = (
-        ops.pad(x, [(0, 0), (0, padding), (0, 0), (0, 0)])
+        heads_first(ops.pad(x, [(0, 0), (0, padding), (0, 0), (0, 0)]))
         for x in (query, key, value)
     )
     key_mask = ops.pad(key_mask, [(0, 0), (0, padding)], constant_values=False)
+    key_mask = key_mask[:, None, :]  # [B, 1, L]: rows of [B, H, L, F]
     num_chunks = (length + padding) // chunk_size
+
+    def to_chunks(x):  # [B, H, L, ...] -> [B, H, N, C, ...]
+        return ops.reshape(
+            x,
+            (batch_size, num_heads, num_chunks, chunk_size)
+            + tuple(x.shape[3:]),
+        )
 
     query_parts = feature_maps.feature_parts(query, projection_matrix, kernel)
     key_parts = feature_maps.feature_parts(key, projection_matrix, kernel)
     query_features = _query_features(query_parts)
-    key_log = feature_maps.log_magnitude(key_parts, full=True)
-
-    def to_chunks(x):  # [B, L, ...] -> [B, N, C, ...]
-        return ops.reshape(
-            x, (batch_size, num_chunks, chunk_size) + tuple(x.shape[2:])
-        )
 
     # Running max R_i of the keys' log-features over positions <= i (and
     # the incoming state): key j is scaled by exp(-R_j), and its product
-    # with query i >= j by exp(R_j - R_i) <= 1. Chunk ends carry E_c.
-    if key_log is None:
-        key_max = ops.zeros((batch_size, num_chunks * chunk_size, num_heads))
+    # with query i >= j by exp(R_j - R_i) <= 1. E_c: R at chunk ends.
+    key_max = feature_maps.row_log_max(key_parts, full=True)
+    if key_max is None:
+        key_max = ops.zeros((batch_size, num_heads, num_chunks * chunk_size))
     else:
-        key_max = feature_maps.stabilizer(
-            key_log, -1, key_mask[:, :, None, None]
-        )[..., 0]
-    inner_max = _running_max(to_chunks(key_max), axis=2)  # [B, N, C, H]
+        key_max = ops.where(key_mask, key_max[..., 0], feature_maps.NO_KEYS)
+    inner_max = _running_max(to_chunks(key_max))  # [B, H, N, C]
+    state_log_scale = initial_state[:, :, :1, value_dim + 1]  # [B, H, 1]
     chunk_end_max = _running_max(
-        ops.concatenate([state_log_scale[:, None], inner_max[:, :, -1]], 1),
-        axis=1,
-    )  # [B, N + 1, H]: E before chunk 0, after chunk 0, ..., after N - 1.
-    running_max = ops.maximum(chunk_end_max[:, :-1, None], inner_max)
+        ops.concatenate([state_log_scale, inner_max[..., -1]], axis=2)
+    )  # [B, H, N + 1]: E before chunk 0, after chunk 0, ..., after N - 1.
+    running_max = ops.maximum(chunk_end_max[..., :-1, None], inner_max)
     key_features = feature_maps.features(
         key_parts,
-        ops.reshape(running_max, (batch_size, -1, num_heads, 1)),
-        mask=key_mask[:, :, None],
+        ops.reshape(running_max, (batch_size, num_heads, -1, 1)),
+        mask=key_mask,
     )
     query_chunks = to_chunks(query_features)
     key_chunks = to_chunks(key_features)
-    value_chunks = to_chunks(value)
+    # A column of ones after the values carries the denominator along.
+    value_chunks = to_chunks(with_ones(value))
 
     # Inside each chunk: the masked quadratic form.
-    log_scale = ops.transpose(running_max, (0, 1, 3, 2))  # [B, N, H, C]
-    visible = _lower_triangle(chunk_size)
-    rescale = log_scale[..., None, :] - log_scale[..., :, None]
-    rescale = ops.exp(ops.where(visible, rescale, float("-inf")))
-    scores = ops.einsum("bnihf,bnjhf->bnhij", query_chunks, key_chunks)
-    scores = scores * rescale
-    numerator = ops.einsum("bnhij,bnjhd->bnihd", scores, value_chunks)
-    denominator = ops.transpose(ops.sum(scores, axis=-1), (0, 1, 3, 2))
+    rescale = running_max[..., None, :] - running_max[..., :, None]
+    rescale = ops.where(_lower_triangle(chunk_size), rescale, float("-inf"))
+    scores = ops.matmul(query_chunks, ops.swapaxes(key_chunks, 3, 4))
+    out = ops.matmul(scores * ops.exp(rescale), value_chunks)
 
     # Between chunks: each chunk's sums, scaled to its end, and the
     # incoming state, summed up to each chunk start rescaled to it.
-    to_chunk_end = ops.exp(running_max - chunk_end_max[:, 1:, None])
-    key_chunks = key_chunks * to_chunk_end[..., None]
+    to_chunk_end = ops.exp(running_max - chunk_end_max[..., 1:, None])
     sums = ops.concatenate(
         [
-            state_sums[:, None],
-            ops.einsum("bnjhf,bnjhd->bnhfd", key_chunks, value_chunks),
+            initial_state[:, :, None, :, : value_dim + 1],
+            ops.matmul(
+                ops.swapaxes(key_chunks, 3, 4),
+                value_chunks * to_chunk_end[..., None],
+            ),
         ],
-        axis=1,
-    )
-    key_sums = ops.concatenate(
-        [state_key_sum[:, None], ops.sum(key_chunks, axis=2)], axis=1
-    )
-    up_to = chunk_end_max[:, None] - chunk_end_max[:, :, None]
-    up_to = ops.where(
-        _lower_triangle(num_chunks + 1)[..., None], up_to, float("-inf")
-    )
-    up_to = ops.exp(up_to)
-    prefix_sums = ops.einsum("bcgh,bghfd->bchfd", up_to, sums)
-    prefix_key_sum = ops.einsum("bcgh,bghf->bchf", up_to, key_sums)
-    from_chunk_start = ops.exp(chunk_end_max[:, :-1, None] - running_max)
-    query_chunks = query_chunks * from_chunk_start[..., None]
-    numerator += ops.einsum(
-        "bnihf,bnhfd->bnihd", query_chunks, prefix_sums[:, :-1]
-    )
-    denominator += ops.einsum(
-        "bnihf,bnhf->bnih", query_chunks, prefix_key_sum[:, :-1]
+        axis=2,
+    )  # [B, H, N + 1, F, value_dim + 1]
+    up_to = chunk_end_max[..., None, :] - chunk_end_max[..., :, None]
+    up_to = ops.where(_lower_triangle(num_chunks + 1), up_to, float("-inf"))
+    prefix_sums = ops.einsum("bhcg,bhgfd->bhcfd", ops.exp(up_to), sums)
+    from_chunk_start = ops.exp(chunk_end_max[..., :-1, None] - running_max)
+    out += from_chunk_start[..., None] * ops.matmul(
+        query_chunks, prefix_sums[:, :, :-1]
     )
 
-    out = ops.divide_no_nan(numerator, denominator[..., None])
-    out = ops.reshape(out, (batch_size, -1, num_heads, value_dim))[:, :length]
+    out = ops.divide_no_nan(out[..., :value_dim], out[..., value_dim:])
+    out = ops.reshape(out, (batch_size, num_heads, -1, value_dim))
+    out = heads_first(out[:, :, :length])
+    final_sums = prefix_sums[:, :, -1]
     final_state = ops.concatenate(
         [
-            prefix_sums[:, -1],
-            prefix_key_sum[:, -1, ..., None],
-            ops.zeros_like(prefix_key_sum[:, -1, ..., None])
-            + chunk_end_max[:, -1, :, None, None],
+            final_sums,
+            ops.zeros_like(final_sums[..., :1])
+            + chunk_end_max[..., -1, None, None],
         ],
         axis=-1,
     )
@@ -205,16 +195,16 @@ def causal_favor_attention(
 
 
 def causal_features(query, key, projection_matrix, kernel, key_mask):
-    """Query and key features of the causal form with one stabilizer over
-    all keys (for inspecting the attention matrix, not for outputs)."""
+    """Features `[B, H, L, F]` of heads-first queries and keys as in the
+    causal form, with one stabilizer over all keys (for inspecting the
+    attention matrix, not for outputs)."""
     query_parts = feature_maps.feature_parts(query, projection_matrix, kernel)
     key_parts = feature_maps.feature_parts(key, projection_matrix, kernel)
-    key_log = feature_maps.log_magnitude(key_parts, full=True)
-    mask = None if key_mask is None else key_mask[:, :, None]
-    key_stabilizer = None
-    if key_log is not None:
-        key_stabilizer = feature_maps.stabilizer(
-            key_log, (1, 3), None if mask is None else mask[..., None]
+    mask = None if key_mask is None else key_mask[:, None, :]
+    key_stabilizer = feature_maps.row_log_max(key_parts, full=True)
+    if key_stabilizer is not None:
+        key_stabilizer = feature_maps.masked_max(
+            key_stabilizer, 2, None if mask is None else mask[..., None]
         )
     key_features = feature_maps.features(key_parts, key_stabilizer, mask=mask)
     return _query_features(query_parts), key_features
@@ -222,25 +212,19 @@ def causal_features(query, key, projection_matrix, kernel, key_mask):
 
 def _query_features(parts):
     # A per-query stabilizer cancels exactly: no constant is added.
-    log = feature_maps.log_magnitude(parts, full=True)
-    stabilizer = None if log is None else feature_maps.stabilizer(log, -1)
-    return feature_maps.features(parts, stabilizer)
-
-
-def _running_max(x, axis):
-    """Max over `x[..., :i + 1, ...]` for each `i` along `axis` (1 or 2),
-    for `x` of shape `[B, N, H]` or `[B, N, C, H]`."""
-    size = ops.shape(x)[axis]
-    earlier_or_same = _lower_triangle(size)[..., None]  # [i, j, 1]
-    candidates = ops.where(
-        earlier_or_same, ops.expand_dims(x, axis), float("-inf")
+    return feature_maps.features(
+        parts, feature_maps.row_log_max(parts, full=True)
     )
-    return ops.max(candidates, axis=axis + 1)
 
 
-def _lower_triangle(size, strict=False):
+def _running_max(x):
+    """Max over `x[..., :i + 1]` for each `i`, for `x` of shape `[..., N]`."""
+    earlier_or_same = _lower_triangle(ops.shape(x)[-1])  # [i, j]
+    candidates = ops.where(earlier_or_same, x[..., None, :], float("-inf"))
+    return ops.max(candidates, axis=-1)
+
+
+def _lower_triangle(size):
     rows = ops.arange(size)[:, None]
     columns = ops.arange(size)[None, :]
-    if strict:
-        return ops.greater(rows, columns)
     return ops.greater_equal(rows, columns)

@@ -2,7 +2,7 @@
 
 from keras import ops
 
-from keras_performer.ops.validation import check_attention_inputs
+from keras_performer.ops.common import check_attention_inputs
 
 
 def exact_attention(query, key, value, is_causal=False, key_mask=None):

@@ -5,8 +5,10 @@ from keras import ops
 
 from keras_performer.ops import causal
 from keras_performer.ops import feature_maps
+from keras_performer.ops.common import check_attention_inputs
+from keras_performer.ops.common import heads_first
+from keras_performer.ops.common import with_ones
 from keras_performer.ops.exact import visible_keys
-from keras_performer.ops.validation import check_attention_inputs
 
 
 def favor_attention(
@@ -81,14 +83,21 @@ def favor_attention(
         query, key, value, key_mask, is_causal, projection_matrix
     )
     query_features, key_features = _bidirectional_features(
-        query, key, projection_matrix, kernel, key_mask
+        heads_first(query),
+        heads_first(key),
+        projection_matrix,
+        kernel,
+        key_mask,
     )
-    key_values = ops.einsum("bshf,bshd->bhfd", key_features, value)
-    numerator = ops.einsum("bthf,bhfd->bthd", query_features, key_values)
-    key_sum = ops.sum(key_features, axis=1)
-    denominator = ops.einsum("bthf,bhf->bth", query_features, key_sum)
-    out = ops.divide_no_nan(numerator, denominator[..., None])
-    return ops.cast(out, dtype)
+    # A column of ones after the values gives the denominator with the
+    # numerator: out = Q' (K'^T [V, 1]).
+    value_dim = value.shape[-1]
+    key_values = ops.matmul(
+        ops.swapaxes(key_features, 2, 3), with_ones(heads_first(value))
+    )
+    out = ops.matmul(query_features, key_values)
+    out = ops.divide_no_nan(out[..., :value_dim], out[..., value_dim:])
+    return ops.cast(heads_first(out), dtype)
 
 
 def favor_attention_scores(
@@ -121,15 +130,15 @@ def favor_attention_scores(
     query, key, _, key_mask = check_attention_inputs(
         query, key, key, key_mask, is_causal, projection_matrix
     )
-    if is_causal:
-        query_features, key_features = causal.causal_features(
-            query, key, projection_matrix, kernel, key_mask
-        )
-    else:
-        query_features, key_features = _bidirectional_features(
-            query, key, projection_matrix, kernel, key_mask
-        )
-    scores = ops.einsum("bthf,bshf->bhts", query_features, key_features)
+    features = causal.causal_features if is_causal else _bidirectional_features
+    query_features, key_features = features(
+        heads_first(query),
+        heads_first(key),
+        projection_matrix,
+        kernel,
+        key_mask,
+    )
+    scores = ops.matmul(query_features, ops.swapaxes(key_features, 2, 3))
     mask = visible_keys(ops.shape(query)[1], ops.shape(key)[1], is_causal)
     scores = ops.where(mask, scores, 0.0)
     total = ops.sum(scores, axis=-1, keepdims=True)
@@ -137,20 +146,21 @@ def favor_attention_scores(
 
 
 def _bidirectional_features(query, key, projection_matrix, kernel, key_mask):
+    """Features `[B, H, L, F]` of heads-first queries and keys."""
     query_parts = feature_maps.feature_parts(query, projection_matrix, kernel)
     key_parts = feature_maps.feature_parts(key, projection_matrix, kernel)
-    query_stabilizer = key_stabilizer = None
-    if query_parts.logits is not None:
-        query_stabilizer = feature_maps.stabilizer(query_parts.logits, -1)
-        mask = None if key_mask is None else key_mask[:, :, None, None]
-        key_stabilizer = feature_maps.stabilizer(key_parts.logits, (1, 3), mask)
+    mask = None if key_mask is None else key_mask[:, None, :]
+    key_stabilizer = feature_maps.row_log_max(key_parts, full=False)
+    if key_stabilizer is not None:
+        key_stabilizer = feature_maps.masked_max(
+            key_stabilizer, 2, None if mask is None else mask[..., None]
+        )
     query_features = feature_maps.features(
-        query_parts, query_stabilizer, query_parts.epsilon
+        query_parts,
+        feature_maps.row_log_max(query_parts, full=False),
+        query_parts.epsilon,
     )
     key_features = feature_maps.features(
-        key_parts,
-        key_stabilizer,
-        key_parts.epsilon,
-        None if key_mask is None else key_mask[:, :, None],
+        key_parts, key_stabilizer, key_parts.epsilon, mask
     )
     return query_features, key_features

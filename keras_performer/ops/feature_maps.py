@@ -3,11 +3,12 @@
 Every kernel returns its features in parts, so that the attention forms can
 stabilize them without knowing the kernel:
 
-    phi(x) = scale * (exp(logits + log_norm - stabilizer) + epsilon)
+    phi(x) = factor * exp(logits + log_norm - stabilizer) + epsilon
 
-`logits` and `log_norm` may be `None` (no exponential factor). A stabilizer
-shared by all the keys a query sees cancels between the numerator and the
-denominator of attention, and so does a per-query one.
+`logits`, `log_norm` and `factor` may be `None`. A stabilizer shared by all
+the keys a query sees cancels between the numerator and the denominator of
+attention, and so does a per-query one. Constant normalizations such as
+`m ** -0.5` live in `log_norm`, so that they cost no pass over the features.
 """
 
 import collections
@@ -16,14 +17,14 @@ import math
 from keras import ops
 
 FeatureParts = collections.namedtuple(
-    "FeatureParts", ["logits", "log_norm", "scale", "epsilon"]
+    "FeatureParts", ["logits", "log_norm", "factor", "epsilon"]
 )
 FeatureParts.__doc__ = """Parts of `phi(x)`; see the module docstring.
 
 `logits` is `[..., F]` or `[..., 1]`: the bidirectional form takes its
 stabilizer over it alone, as the authors' implementation does. `log_norm` is
-a per-row term `[..., 1]`. `scale` is a float or a `[..., F]` tensor.
-`epsilon` is added after the exponential in the bidirectional form only.
+a per-row term `[..., 1]` or a float. `factor` is a `[..., F]` tensor.
+`epsilon` is added in the bidirectional form only.
 """
 
 # Constants of the authors' implementation (google-research/performer).
@@ -48,12 +49,12 @@ def _softmax_parts(x, projection_matrix):
     # Positive random features, Lemma 1 of the paper:
     # exp(q.k) = E[exp(w.q - |q|^2/2) exp(w.k - |k|^2/2)], w ~ N(0, I).
     x = _scaled_input(x)
-    m = projection_matrix.shape[0]
+    scale = projection_matrix.shape[0] ** -0.5
     return FeatureParts(
         logits=_project(x, projection_matrix),
-        log_norm=-_half_squared_norm(x),
-        scale=m**-0.5,
-        epsilon=SOFTMAX_EPSILON,
+        log_norm=math.log(scale) - _half_squared_norm(x),
+        factor=None,
+        epsilon=scale * SOFTMAX_EPSILON,
     )
 
 
@@ -62,12 +63,12 @@ def _hyperbolic_parts(x, projection_matrix):
     # exp(-|x|^2/2) [exp(w.x), exp(-w.x)] / sqrt(2m).
     x = _scaled_input(x)
     wx = _project(x, projection_matrix)
-    m = projection_matrix.shape[0]
+    scale = (2 * projection_matrix.shape[0]) ** -0.5
     return FeatureParts(
         logits=ops.concatenate([wx, -wx], axis=-1),
-        log_norm=-_half_squared_norm(x),
-        scale=(2 * m) ** -0.5,
-        epsilon=SOFTMAX_EPSILON,
+        log_norm=math.log(scale) - _half_squared_norm(x),
+        factor=None,
+        epsilon=scale * SOFTMAX_EPSILON,
     )
 
 
@@ -76,21 +77,25 @@ def _trig_parts(x, projection_matrix):
     # exp(|x|^2/2) [sin(w.x), cos(w.x)] / sqrt(m); unbiased, not positive.
     x = _scaled_input(x)
     wx = _project(x, projection_matrix)
-    m = projection_matrix.shape[0]
     return FeatureParts(
         logits=_half_squared_norm(x),
-        log_norm=None,
-        scale=m**-0.5 * ops.concatenate([ops.sin(wx), ops.cos(wx)], axis=-1),
+        log_norm=-0.5 * math.log(projection_matrix.shape[0]),
+        factor=ops.concatenate([ops.sin(wx), ops.cos(wx)], axis=-1),
         epsilon=0.0,
     )
 
 
 def _relu_parts(x, projection_matrix):
     # Generalized attention (paper, Sec. 2.2) with f = relu, on unscaled x.
-    m = projection_matrix.shape[0]
-    features = ops.relu(_project(x, projection_matrix) / math.sqrt(m))
+    scaled_projection = projection_matrix / math.sqrt(
+        projection_matrix.shape[0]
+    )
+    features = ops.relu(_project(x, scaled_projection))
     return FeatureParts(
-        logits=None, log_norm=None, scale=features + RELU_EPSILON, epsilon=0.0
+        logits=None,
+        log_norm=None,
+        factor=features + RELU_EPSILON,
+        epsilon=0.0,
     )
 
 
@@ -126,15 +131,18 @@ def num_features(kernel, num_random_features):
     return _KERNELS[kernel][1] * num_random_features
 
 
-def log_magnitude(parts, full):
-    """Log of the exponential factor of `phi`: `logits` alone, or with the
-    row term (`full=True`, which bounds it: for the softmax kernel
-    `w.x - |x|^2/2 <= |w|^2/2`). `None` for kernels with no such factor."""
+def row_log_max(parts, full):
+    """Max over the feature axis of the log-features, `[..., 1]`: of
+    `logits` alone, or (`full=True`) with the row term, which bounds it (for
+    the softmax kernel `w.x - |x|^2/2 <= |w|^2/2`). `None` for kernels with
+    no exponential factor. No gradient flows through it: stabilizers
+    cancel."""
     if parts.logits is None:
         return None
+    log_max = ops.max(parts.logits, axis=-1, keepdims=True)
     if full and parts.log_norm is not None:
-        return parts.logits + parts.log_norm
-    return parts.logits
+        log_max = log_max + parts.log_norm
+    return ops.stop_gradient(log_max)
 
 
 def features(parts, stabilizer, epsilon=0.0, mask=None):
@@ -149,15 +157,20 @@ def features(parts, stabilizer, epsilon=0.0, mask=None):
             (without the feature axis).
     """
     if parts.logits is None:
-        phi = parts.scale
+        phi = parts.factor
     else:
-        log = parts.logits - stabilizer
+        shift = -stabilizer
         if parts.log_norm is not None:
-            log = log + parts.log_norm
+            shift = parts.log_norm + shift  # [..., 1]: cheap
+        log = parts.logits + shift
         if mask is not None:
             # exp(-inf) = 0 keeps the gradients of masked rows finite.
             log = ops.where(mask[..., None], log, float("-inf"))
-        phi = parts.scale * (ops.exp(log) + epsilon)
+        phi = ops.exp(log)
+        if parts.factor is not None:
+            phi = parts.factor * phi
+        if epsilon:
+            phi = phi + epsilon
     if mask is not None and (parts.logits is None or epsilon):
         phi = ops.where(mask[..., None], phi, 0.0)
     return phi
@@ -168,11 +181,9 @@ def features(parts, stabilizer, epsilon=0.0, mask=None):
 NO_KEYS = -1e30
 
 
-def stabilizer(log, axis, mask=None):
-    """Max of `log` over `axis` (kept), over rows where `mask` is True.
-
-    Gradients do not flow through it: it cancels in the attention output.
-    """
+def masked_max(x, axis, mask=None):
+    """Max of `x` over `axis` (kept), over entries where `mask` is True;
+    `NO_KEYS` where there are none."""
     if mask is not None:
-        log = ops.where(mask, log, NO_KEYS)
-    return ops.stop_gradient(ops.max(log, axis=axis, keepdims=True))
+        x = ops.where(mask, x, NO_KEYS)
+    return ops.max(x, axis=axis, keepdims=True)

@@ -1,4 +1,4 @@
-"""Input checks shared by the attention functions."""
+"""Input checks and layout helpers shared by the attention forms."""
 
 from keras import ops
 
@@ -60,3 +60,14 @@ def _check_equal(name_a, shape_a, axis, name_b, shape_b, what):
             f"`{name_a}` and `{name_b}` must have the same {what}. Received: "
             f"{name_a}.shape={tuple(shape_a)}, {name_b}.shape={tuple(shape_b)}"
         )
+
+
+def heads_first(x):
+    """`[B, L, H, D]` <-> `[B, H, L, D]`: the layout of the batched
+    matrix products, where the heads are batch dimensions."""
+    return ops.transpose(x, (0, 2, 1, 3))
+
+
+def with_ones(x):
+    """Appends a column of ones on the last axis."""
+    return ops.concatenate([x, ops.ones_like(x[..., :1])], axis=-1)

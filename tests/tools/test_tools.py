@@ -1,0 +1,117 @@
+"""The tools' command lines, at tiny sizes (no timing is asserted)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+
+
+def run_tool(name, *args):
+    done = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "tools", name), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_benchmark(tmp_path):
+    output = os.path.join(tmp_path, "bench")
+    stdout = run_tool(
+        "benchmark.py",
+        "--lengths=32,64",
+        "--modes=causal",
+        "--heads=2",
+        "--dim=8",
+        "--features=8",
+        "--chunk_size=16",
+        "--repeats=1",
+        "--matmul_size=64",
+        "--decode_positions=4",
+        "--decode_steps=2",
+        f"--output={output}",
+    )
+    assert "MultiHeadAttention causal" in stdout
+    assert "ms per token" in stdout
+    with open(output + ".json") as file:
+        report = json.load(file)
+    assert report["matmul"]["float32"]["gflops"] > 0
+    rows = report["results"]
+    assert {(r["method"], r["length"]) for r in rows} == {
+        ("mha", 32),
+        ("mha", 64),
+        ("performer", 32),
+        ("performer", 64),
+    }
+    for row in rows:
+        assert row["status"] == "ok"
+        assert 0 < row["forward_s"] and 0 < row["forward_backward_s"]
+        assert row["peak_gb"] > 0
+    assert report["decode"][0]["cache_shape"] == [1, 2, 8, 10]
+    assert os.path.getsize(output + ".png") > 0
+
+
+def test_benchmark_stops_a_method_that_runs_out_of_memory(tmp_path):
+    output = os.path.join(tmp_path, "bench")
+    stdout = run_tool(
+        "benchmark.py",
+        "--lengths=16,8192",
+        "--modes=bidirectional",
+        "--kernels=",
+        "--heads=1",
+        "--dim=8",
+        "--repeats=1",
+        "--matmul_size=64",
+        "--memory_limit_gb=2.5",
+        f"--output={output}",
+    )
+    assert "out of memory" in stdout
+    with open(output + ".json") as file:
+        rows = json.load(file)["results"]
+    assert [r["status"] for r in rows] == ["ok", "out of memory"]
+
+
+def test_approximation(tmp_path):
+    output = os.path.join(tmp_path, "approx")
+    stdout = run_tool(
+        "approximation.py",
+        "--features=4,16",
+        "--kernels=softmax,trig",
+        "--length=16",
+        "--heads=1",
+        "--dim=4",
+        "--draws=2",
+        f"--output={output}",
+    )
+    assert "orthogonal" in stdout
+    with open(output + ".json") as file:
+        rows = json.load(file)["results"]
+    assert len(rows) == 2 * 2 * 2 * 2  # norms x kernels x projections x m
+    assert all(row["mse"] >= 0 for row in rows)
+    assert os.path.getsize(output + ".png") > 0
+
+
+@pytest.mark.slow
+def test_quickstart_default():
+    stdout = run_tool("quickstart.py", "--verbose=0")
+    assert "saved, reloaded and predicted" in stdout
+
+
+def test_quickstart_tiny():
+    stdout = run_tool(
+        "quickstart.py",
+        "--length=16",
+        "--train_size=64",
+        "--test_size=32",
+        "--epochs=1",
+        "--verbose=0",
+    )
+    assert "PerformerAttention (FAVOR+)" in stdout
+    assert "saved, reloaded and predicted" in stdout

@@ -1,0 +1,429 @@
+"""Speed and memory of PerformerAttention against MultiHeadAttention.
+
+Times forward and forward+backward passes of whole layers (projections
+included) over sequence lengths, records peak memory, and measures the
+machine's matmul FLOP rate so that each method's achieved FLOP/s can be read
+against it. Each measurement runs in its own process, so that peak memory is
+its own and running out of memory ends that process only: a method stops at
+the first length it cannot hold. Also times incremental decoding steps at
+several positions. Prints a table, writes JSON and a log-log plot (PNG).
+
+    python tools/benchmark.py --lengths=1024,8192 --kernels=softmax
+    python tools/benchmark.py --decode_positions=10,1000,16000
+
+Runs on CPU and GPU (TensorFlow backend).
+"""
+
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+from absl import app
+from absl import flags
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list(
+    "lengths",
+    [str(2**i) for i in range(8, 17)],
+    "Sequence lengths, ascending.",
+)
+flags.DEFINE_list("modes", ["bidirectional", "causal"], "Attention modes.")
+flags.DEFINE_list(
+    "kernels", ["softmax"], "PerformerAttention kernels to measure."
+)
+flags.DEFINE_bool("mha", True, "Also measure keras MultiHeadAttention.")
+flags.DEFINE_integer("batch", 1, "Batch size.")
+flags.DEFINE_integer("heads", 8, "Attention heads.")
+flags.DEFINE_integer("dim", 64, "Head size (key_dim = value_dim).")
+flags.DEFINE_integer("features", 256, "Random features (PerformerAttention).")
+flags.DEFINE_integer("chunk_size", 128, "Causal chunk size.")
+flags.DEFINE_enum("compile", "graph", ["graph", "xla"], "tf.function mode.")
+flags.DEFINE_string("dtype", "float32", "Dtype policy, e.g. mixed_bfloat16.")
+flags.DEFINE_integer("repeats", 3, "Timed runs per measurement (median).")
+flags.DEFINE_float(
+    "memory_limit_gb", 20.0, "Memory a measurement may use (CPU)."
+)
+flags.DEFINE_integer("timeout", 900, "Seconds a measurement may take.")
+flags.DEFINE_list(
+    "decode_positions", [], "Positions at which to time decoding steps."
+)
+flags.DEFINE_integer("decode_steps", 50, "Decoding steps timed per position.")
+flags.DEFINE_integer("matmul_size", 4096, "Size of the FLOP-rate matmul.")
+flags.DEFINE_string("output", "docs/benchmark", "Output path prefix.")
+flags.DEFINE_string("child", None, "Internal: run one measurement (JSON).")
+
+
+def _configs():
+    configs = []
+    for mode in FLAGS.modes:
+        if FLAGS.mha:
+            configs.append({"method": "mha", "mode": mode, "kernel": None})
+        for kernel in FLAGS.kernels:
+            configs.append(
+                {"method": "performer", "mode": mode, "kernel": kernel}
+            )
+    return configs
+
+
+def _label(config):
+    if config["method"] == "mha":
+        return f"MultiHeadAttention {config['mode']}"
+    return f"Performer-{config['kernel']} {config['mode']}"
+
+
+def layer_flops(config, length):
+    """Forward FLOPs: projections, plus attention counted as exact
+    `4 L^2 d` or FAVOR `8 L m d` per head (paper's cost model)."""
+    batch, heads, dim = FLAGS.batch, FLAGS.heads, FLAGS.dim
+    width = heads * dim
+    projections = 2 * batch * length * width * width * 4
+    if config["method"] == "mha":
+        attention = 4 * batch * heads * length * length * dim
+    else:
+        attention = 8 * batch * heads * length * FLAGS.features * dim
+    return projections + attention
+
+
+def _peak_memory_gb(tf):
+    if tf.config.list_physical_devices("GPU"):
+        return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**30
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**20
+    return float("nan")
+
+
+def _median_seconds(function, *args):
+    function(*args).numpy()  # trace, compile, warm up
+    times = []
+    for _ in range(FLAGS.repeats):
+        start = time.perf_counter()
+        function(*args).numpy()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def _make_layer(config):
+    import keras
+
+    import keras_performer
+
+    keras.config.set_dtype_policy(FLAGS.dtype)
+    common = {"num_heads": FLAGS.heads, "key_dim": FLAGS.dim}
+    if config["method"] == "mha":
+        return keras.layers.MultiHeadAttention(**common)
+    return keras_performer.PerformerAttention(
+        kernel=config["kernel"],
+        num_random_features=FLAGS.features,
+        chunk_size=FLAGS.chunk_size,
+        seed=0,
+        **common,
+    )
+
+
+def measure(config):
+    """Runs in the child process: times one layer at one length."""
+    import tensorflow as tf
+
+    length = config["length"]
+    layer = _make_layer(config)
+    causal = config["mode"] == "causal"
+    x = tf.random.normal((FLAGS.batch, length, FLAGS.heads * FLAGS.dim))
+    layer(x[:, :8], x[:, :8])  # build
+    jit = FLAGS.compile == "xla"
+
+    @tf.function(jit_compile=jit)
+    def forward(x):
+        return tf.reduce_sum(
+            tf.cast(layer(x, x, use_causal_mask=causal), "float32")
+        )
+
+    @tf.function(jit_compile=jit)
+    def forward_backward(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, x, use_causal_mask=causal)
+            loss = tf.reduce_sum(tf.cast(y, "float32"))
+        grads = tape.gradient(loss, [x] + layer.trainable_weights)
+        return tf.add_n([tf.reduce_sum(g) for g in grads])
+
+    result = {"baseline_gb": _peak_memory_gb(tf)}
+    result["forward_s"] = _median_seconds(forward, x)
+    result["forward_peak_gb"] = _peak_memory_gb(tf)
+    result["forward_backward_s"] = _median_seconds(forward_backward, x)
+    result["peak_gb"] = _peak_memory_gb(tf)
+    return result
+
+
+def measure_decode(config):
+    """Runs in the child process: time per decoding step at a position."""
+    import tensorflow as tf
+
+    layer = _make_layer(config)
+    width = FLAGS.heads * FLAGS.dim
+    prompt = tf.random.normal((FLAGS.batch, config["position"], width))
+    _, cache = layer(prompt, cache=layer.get_initial_cache(FLAGS.batch))
+    token = tf.random.normal((FLAGS.batch, 1, width))
+
+    @tf.function(jit_compile=FLAGS.compile == "xla")
+    def step(token, cache):
+        return layer(token, cache=cache)
+
+    out, next_cache = step(token, cache)  # trace
+    start = time.perf_counter()
+    for _ in range(FLAGS.decode_steps):
+        out, cache = step(token, cache)
+    out.numpy()
+    seconds = (time.perf_counter() - start) / FLAGS.decode_steps
+    return {"step_ms": 1e3 * seconds, "cache_shape": list(cache.shape)}
+
+
+def measure_matmul(dtype):
+    """Runs in the child process: FLOP/s of a square matmul."""
+    import tensorflow as tf
+
+    n = FLAGS.matmul_size
+    a = tf.cast(tf.random.normal((n, n)), dtype)
+
+    @tf.function
+    def product(a):
+        return tf.reduce_sum(tf.cast(tf.matmul(a, a), "float32"))
+
+    seconds = _median_seconds(product, a)
+    return {"gflops": 2 * n**3 / seconds / 1e9}
+
+
+def _run_child(config):
+    """Runs one measurement in a fresh process; returns its result."""
+    command = [sys.executable, os.path.abspath(__file__)] + [
+        f"--{name}={value}"
+        for name, value in FLAGS.flag_values_dict().items()
+        if name in _FORWARDED_FLAGS
+    ]
+    command.append("--child=" + json.dumps(config))
+    try:
+        done = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            timeout=FLAGS.timeout,
+            preexec_fn=_limit_memory,
+        )
+    except subprocess.TimeoutExpired:
+        return {"status": "timeout"}
+    for line in reversed(done.stdout.splitlines()):
+        if line.startswith("RESULT "):
+            return {"status": "ok", **json.loads(line[len("RESULT ") :])}
+    out_of_memory = "OOM" in done.stderr or "ResourceExhausted" in done.stderr
+    if out_of_memory or done.returncode in (-9, 137):
+        return {"status": "out of memory"}
+    return {"status": "error", "stderr": done.stderr[-2000:]}
+
+
+_FORWARDED_FLAGS = (
+    "batch",
+    "heads",
+    "dim",
+    "features",
+    "chunk_size",
+    "compile",
+    "dtype",
+    "repeats",
+    "decode_steps",
+    "matmul_size",
+)
+
+
+def _limit_memory():
+    if os.path.exists("/dev/nvidia0"):
+        return  # GPU memory is read from TensorFlow; CUDA maps much more.
+    limit = int(FLAGS.memory_limit_gb * 2**30)
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+
+
+def _machine():
+    info = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+    }
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return info
+
+
+def _format_table(results, matmul):
+    header = (
+        f"{'method':<34} {'length':>7} {'fwd s':>9} {'fwd+bwd s':>10} "
+        f"{'peak GB':>8} {'fwd GFLOP/s':>12} {'% matmul':>9}"
+    )
+    lines = [header, "-" * len(header)]
+    for row in results:
+        if row["status"] != "ok":
+            lines.append(
+                f"{row['label']:<34} {row['length']:>7} {row['status']:>9}"
+            )
+            continue
+        gflops = row["forward_flops"] / row["forward_s"] / 1e9
+        percent = 100 * gflops / matmul[row["matmul_dtype"]]["gflops"]
+        lines.append(
+            f"{row['label']:<34} {row['length']:>7} {row['forward_s']:>9.4f} "
+            f"{row['forward_backward_s']:>10.4f} {row['peak_gb']:>8.2f} "
+            f"{gflops:>12.1f} {percent:>8.1f}%"
+        )
+    return "\n".join(lines)
+
+
+def _plot(results, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (time_axis, memory_axis) = plt.subplots(1, 2, figsize=(12, 4.5))
+    labels = sorted({row["label"] for row in results})
+    for label in labels:
+        rows = [
+            r for r in results if r["label"] == label and r["status"] == "ok"
+        ]
+        if not rows:
+            continue
+        lengths = [r["length"] for r in rows]
+        (line,) = time_axis.plot(
+            lengths, [r["forward_backward_s"] for r in rows], "o-", label=label
+        )
+        time_axis.plot(
+            lengths,
+            [r["forward_s"] for r in rows],
+            "x--",
+            color=line.get_color(),
+        )
+        memory_axis.plot(
+            lengths, [r["peak_gb"] for r in rows], "o-", label=label
+        )
+    for axis, title in (
+        (time_axis, "seconds (solid: forward+backward, dashed: forward)"),
+        (memory_axis, "peak memory, GB"),
+    ):
+        axis.set_xscale("log", base=2)
+        axis.set_yscale("log")
+        axis.set_xlabel("sequence length")
+        axis.set_title(title)
+        axis.grid(True, which="both", alpha=0.3)
+    memory_axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
+def _progress(index, total, text):
+    print(f"[{index:>3}/{total}] {text}", flush=True)
+
+
+def main(argv):
+    del argv
+    if FLAGS.child:
+        config = json.loads(FLAGS.child)
+        kind = config.get("kind", "layer")
+        if kind == "matmul":
+            result = measure_matmul(config["dtype"])
+        elif kind == "decode":
+            result = measure_decode(config)
+        else:
+            result = measure(config)
+        print("RESULT " + json.dumps(result), flush=True)
+        return
+
+    lengths = [int(length) for length in FLAGS.lengths]
+    configs = _configs()
+    positions = [int(p) for p in FLAGS.decode_positions]
+    matmul_dtype = "bfloat16" if "bfloat16" in FLAGS.dtype else "float32"
+    total = 1 + len(configs) * len(lengths) + len(positions)
+    _progress(1, total, f"matmul {FLAGS.matmul_size}^2 {matmul_dtype}")
+    matmul = {
+        matmul_dtype: _run_child({"kind": "matmul", "dtype": matmul_dtype})
+    }
+    print(
+        f"      {matmul[matmul_dtype].get('gflops', float('nan')):.1f} GFLOP/s"
+    )
+    results, index = [], 1
+    for config in configs:
+        stopped = None
+        for length in lengths:
+            index += 1
+            label = _label(config)
+            row = {**config, "label": label, "length": length}
+            if stopped:
+                row["status"] = f"skipped ({stopped})"
+            else:
+                _progress(index, total, f"{label}, length {length}")
+                row.update(_run_child({**config, "length": length}))
+                if row["status"] != "ok":
+                    stopped = row["status"]
+                    print(f"      {row['status']}: stopping this method")
+                else:
+                    print(
+                        f"      forward {row['forward_s']:.4f} s, "
+                        f"forward+backward {row['forward_backward_s']:.4f} s, "
+                        f"peak {row['peak_gb']:.2f} GB"
+                    )
+            row["forward_flops"] = layer_flops(config, length)
+            row["matmul_dtype"] = matmul_dtype
+            results.append(row)
+    decode = []
+    for position in positions:
+        index += 1
+        _progress(index, total, f"decode step at position {position}")
+        config = {
+            "kind": "decode",
+            "method": "performer",
+            "kernel": FLAGS.kernels[0],
+            "position": position,
+        }
+        row = {**config, **_run_child(config)}
+        if row["status"] == "ok":
+            print(f"      {row['step_ms']:.3f} ms per token")
+        decode.append(row)
+
+    print()
+    if results:
+        print(_format_table(results, matmul))
+    if decode:
+        print(f"\n{'decode position':>16} {'ms per token':>13}")
+        for row in decode:
+            step = row.get("step_ms", float("nan"))
+            print(f"{row['position']:>16} {step:>13.3f}")
+    os.makedirs(os.path.dirname(FLAGS.output) or ".", exist_ok=True)
+    report = {
+        "machine": _machine(),
+        "flags": {
+            name: FLAGS[name].value
+            for name in _FORWARDED_FLAGS + ("lengths", "modes", "kernels")
+        },
+        "matmul": matmul,
+        "results": results,
+        "decode": decode,
+    }
+    with open(FLAGS.output + ".json", "w") as file:
+        json.dump(report, file, indent=1)
+    written = [FLAGS.output + ".json"]
+    if results:
+        _plot(results, FLAGS.output + ".png")
+        written.append(FLAGS.output + ".png")
+    print("\nwrote " + ", ".join(written))
+
+
+if __name__ == "__main__":
+    app.run(main)
