@@ -37,7 +37,16 @@ flags.DEFINE_list("modes", ["bidirectional", "causal"], "Attention modes.")
 flags.DEFINE_list(
     "kernels", ["softmax"], "PerformerAttention kernels to measure."
 )
-flags.DEFINE_bool("mha", True, "Also measure keras MultiHeadAttention.")
+flags.DEFINE_bool("mha", True, "Also measure the exact attention baseline.")
+flags.DEFINE_enum(
+    "level",
+    "layer",
+    ["layer", "op"],
+    "layer: PerformerAttention against keras.layers.MultiHeadAttention "
+    "(projections included); op: keras_performer.ops.favor_attention "
+    "against keras.ops.dot_product_attention (flash attention where the "
+    "backend has it).",
+)
 flags.DEFINE_integer("batch", 1, "Batch size.")
 flags.DEFINE_integer("heads", 8, "Attention heads.")
 flags.DEFINE_integer("dim", 64, "Head size (key_dim = value_dim).")
@@ -73,8 +82,14 @@ def _configs():
 
 def _label(config):
     if config["method"] == "mha":
-        return f"MultiHeadAttention {config['mode']}"
-    return f"Performer-{config['kernel']} {config['mode']}"
+        name = (
+            "MultiHeadAttention"
+            if FLAGS.level == "layer"
+            else "dot_product_attention"
+        )
+        return f"{name} {config['mode']}"
+    name = "Performer" if FLAGS.level == "layer" else "favor_attention"
+    return f"{name}-{config['kernel']} {config['mode']}"
 
 
 def layer_flops(config, length):
@@ -83,6 +98,8 @@ def layer_flops(config, length):
     batch, heads, dim = FLAGS.batch, FLAGS.heads, FLAGS.dim
     width = heads * dim
     projections = 2 * batch * length * width * width * 4
+    if FLAGS.level == "op":
+        projections = 0
     if config["method"] == "mha":
         attention = 4 * batch * heads * length * length * dim
     else:
@@ -128,30 +145,64 @@ def _make_layer(config):
     )
 
 
+def _attention_function(config):
+    """The function to time, of one input `x`, and the input's shape."""
+    import keras
+
+    import keras_performer
+
+    causal = config["mode"] == "causal"
+    if FLAGS.level == "layer":
+        layer = _make_layer(config)
+        width = FLAGS.heads * FLAGS.dim
+        layer(keras.ops.zeros((1, 8, width)), keras.ops.zeros((1, 8, width)))
+
+        def attention(x):
+            return layer(x, x, use_causal_mask=causal)
+
+        return attention, layer.trainable_weights, (FLAGS.batch, width)
+    keras.config.set_dtype_policy(FLAGS.dtype)
+    dtype = keras.config.dtype_policy().compute_dtype
+    projection = keras_performer.ops.sample_projection_matrix(
+        FLAGS.features, FLAGS.dim, seed=0
+    )
+
+    def attention(x):
+        x = keras.ops.cast(x, dtype)
+        if config["method"] == "mha":
+            return keras.ops.dot_product_attention(x, x, x, is_causal=causal)
+        return keras_performer.ops.favor_attention(
+            x,
+            x,
+            x,
+            projection,
+            kernel=config["kernel"],
+            is_causal=causal,
+            chunk_size=FLAGS.chunk_size,
+        )
+
+    return attention, [], (FLAGS.batch, FLAGS.heads, FLAGS.dim)
+
+
 def measure(config):
-    """Runs in the child process: times one layer at one length."""
+    """Runs in the child process: times one method at one length."""
     import tensorflow as tf
 
-    length = config["length"]
-    layer = _make_layer(config)
-    causal = config["mode"] == "causal"
-    x = tf.random.normal((FLAGS.batch, length, FLAGS.heads * FLAGS.dim))
-    layer(x[:, :8], x[:, :8])  # build
+    attention, weights, shape = _attention_function(config)
+    shape = shape[:1] + (config["length"],) + shape[1:]
+    x = tf.random.normal(shape)
     jit = FLAGS.compile == "xla"
 
     @tf.function(jit_compile=jit)
     def forward(x):
-        return tf.reduce_sum(
-            tf.cast(layer(x, x, use_causal_mask=causal), "float32")
-        )
+        return tf.reduce_sum(tf.cast(attention(x), "float32"))
 
     @tf.function(jit_compile=jit)
     def forward_backward(x):
         with tf.GradientTape() as tape:
             tape.watch(x)
-            y = layer(x, x, use_causal_mask=causal)
-            loss = tf.reduce_sum(tf.cast(y, "float32"))
-        grads = tape.gradient(loss, [x] + layer.trainable_weights)
+            loss = tf.reduce_sum(tf.cast(attention(x), "float32"))
+        grads = tape.gradient(loss, [x] + weights)
         return tf.add_n([tf.reduce_sum(g) for g in grads])
 
     result = {"baseline_gb": _peak_memory_gb(tf)}
@@ -221,13 +272,17 @@ def _run_child(config):
     for line in reversed(done.stdout.splitlines()):
         if line.startswith("RESULT "):
             return {"status": "ok", **json.loads(line[len("RESULT ") :])}
-    out_of_memory = "OOM" in done.stderr or "ResourceExhausted" in done.stderr
-    if out_of_memory or done.returncode in (-9, 137):
+    memory_errors = ("OOM", "ResourceExhausted", "bad_alloc", "memory")
+    if any(text in done.stderr for text in memory_errors):
         return {"status": "out of memory"}
+    if done.returncode < 0:  # killed by a signal, as the kernel's OOM does
+        status = f"crashed (signal {-done.returncode})"
+        return {"status": status, "stderr": done.stderr[-2000:]}
     return {"status": "error", "stderr": done.stderr[-2000:]}
 
 
 _FORWARDED_FLAGS = (
+    "level",
     "batch",
     "heads",
     "dim",

@@ -173,13 +173,18 @@ def causal_favor_attention(
     )  # [B, H, N + 1, F, value_dim + 1]
     up_to = chunk_end_max[..., None, :] - chunk_end_max[..., :, None]
     up_to = ops.where(_lower_triangle(num_chunks + 1), up_to, float("-inf"))
-    prefix_sums = ops.einsum("bhcg,bhgfd->bhcfd", ops.exp(up_to), sums)
+    sums_shape = ops.shape(sums)
+    prefix_sums = ops.reshape(
+        ops.matmul(ops.exp(up_to), ops.reshape(sums, sums_shape[:3] + (-1,))),
+        sums_shape,
+    )
     from_chunk_start = ops.exp(chunk_end_max[..., :-1, None] - running_max)
     out += from_chunk_start[..., None] * ops.matmul(
         query_chunks, prefix_sums[:, :, :-1]
     )
 
-    out = ops.divide_no_nan(out[..., :value_dim], out[..., value_dim:])
+    numerator, denominator = ops.split(out, [value_dim], axis=-1)
+    out = ops.divide_no_nan(numerator, denominator)
     out = ops.reshape(out, (batch_size, num_heads, -1, value_dim))
     out = heads_first(out[:, :, :length])
     final_sums = prefix_sums[:, :, -1]

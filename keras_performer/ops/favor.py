@@ -95,8 +95,10 @@ def favor_attention(
     key_values = ops.matmul(
         ops.swapaxes(key_features, 2, 3), with_ones(heads_first(value))
     )
-    out = ops.matmul(query_features, key_values)
-    out = ops.divide_no_nan(out[..., :value_dim], out[..., value_dim:])
+    numerator, denominator = ops.split(
+        ops.matmul(query_features, key_values), [value_dim], axis=-1
+    )
+    out = ops.divide_no_nan(numerator, denominator)
     return ops.cast(heads_first(out), dtype)
 
 

@@ -33,7 +33,8 @@ RELU_EPSILON = 1e-3
 
 
 def _project(x, projection_matrix):
-    return ops.einsum("...d,md->...m", x, projection_matrix)
+    # A matmul, not an einsum: its gradient needs no transposed copies.
+    return ops.matmul(x, ops.transpose(projection_matrix))
 
 
 def _scaled_input(x):
