@@ -106,9 +106,11 @@ def causal_favor_attention(
     # Pad the length to whole chunks; padded keys are masked out.
     if isinstance(length, int):
         chunk_size = min(chunk_size, length)
+    padding = (-length) % chunk_size
+    # Without padding of any kind, no mask: it would cost passes.
+    masked = key_mask is not None or not isinstance(padding, int) or padding
     if key_mask is None:
         key_mask = ops.ones((batch_size, length), dtype="bool")
-    padding = (-length) % chunk_size
     query, key, value = (
         heads_first(ops.pad(x, [(0, 0), (0, padding), (0, 0), (0, 0)]))
         for x in (query, key, value)
@@ -145,7 +147,7 @@ def causal_favor_attention(
     key_features = feature_maps.features(
         key_parts,
         ops.reshape(running_max, (batch_size, num_heads, -1, 1)),
-        mask=key_mask,
+        mask=key_mask if masked else None,
     )
     query_chunks = to_chunks(query_features)
     key_chunks = to_chunks(key_features)
@@ -172,22 +174,26 @@ def causal_favor_attention(
         axis=2,
     )  # [B, H, N + 1, F, value_dim + 1]
     up_to = chunk_end_max[..., None, :] - chunk_end_max[..., :, None]
-    up_to = ops.where(_lower_triangle(num_chunks + 1), up_to, float("-inf"))
-    sums_shape = ops.shape(sums)
+    up_to = ops.exp(
+        ops.where(_lower_triangle(num_chunks + 1), up_to, float("-inf"))
+    )  # [B, H, N + 1, N + 1]: rows are chunk starts, then the end.
+    flat_sums = ops.reshape(sums, (batch_size, num_heads, num_chunks + 1, -1))
+    sums_shape = tuple(sums.shape[3:])  # (F, value_dim + 1)
     prefix_sums = ops.reshape(
-        ops.matmul(ops.exp(up_to), ops.reshape(sums, sums_shape[:3] + (-1,))),
-        sums_shape,
-    )
+        ops.matmul(up_to[:, :, :-1], flat_sums),
+        (batch_size, num_heads, num_chunks) + sums_shape,
+    )  # Slicing the small matrix, not the product, keeps gradients cheap.
     from_chunk_start = ops.exp(chunk_end_max[..., :-1, None] - running_max)
-    out += from_chunk_start[..., None] * ops.matmul(
-        query_chunks, prefix_sums[:, :, :-1]
-    )
+    out += from_chunk_start[..., None] * ops.matmul(query_chunks, prefix_sums)
 
     numerator, denominator = ops.split(out, [value_dim], axis=-1)
     out = ops.divide_no_nan(numerator, denominator)
     out = ops.reshape(out, (batch_size, num_heads, -1, value_dim))
     out = heads_first(out[:, :, :length])
-    final_sums = prefix_sums[:, :, -1]
+    final_sums = ops.reshape(
+        ops.matmul(up_to[:, :, -1:], flat_sums),
+        (batch_size, num_heads) + sums_shape,
+    )
     final_state = ops.concatenate(
         [
             final_sums,
@@ -206,11 +212,7 @@ def causal_features(query, key, projection_matrix, kernel, key_mask):
     query_parts = feature_maps.feature_parts(query, projection_matrix, kernel)
     key_parts = feature_maps.feature_parts(key, projection_matrix, kernel)
     mask = None if key_mask is None else key_mask[:, None, :]
-    key_stabilizer = feature_maps.row_log_max(key_parts, full=True)
-    if key_stabilizer is not None:
-        key_stabilizer = feature_maps.masked_max(
-            key_stabilizer, 2, None if mask is None else mask[..., None]
-        )
+    key_stabilizer = feature_maps.sequence_log_max(key_parts, True, mask)
     key_features = feature_maps.features(key_parts, key_stabilizer, mask=mask)
     return _query_features(query_parts), key_features
 

@@ -152,11 +152,7 @@ def _bidirectional_features(query, key, projection_matrix, kernel, key_mask):
     query_parts = feature_maps.feature_parts(query, projection_matrix, kernel)
     key_parts = feature_maps.feature_parts(key, projection_matrix, kernel)
     mask = None if key_mask is None else key_mask[:, None, :]
-    key_stabilizer = feature_maps.row_log_max(key_parts, full=False)
-    if key_stabilizer is not None:
-        key_stabilizer = feature_maps.masked_max(
-            key_stabilizer, 2, None if mask is None else mask[..., None]
-        )
+    key_stabilizer = feature_maps.sequence_log_max(key_parts, False, mask)
     query_features = feature_maps.features(
         query_parts,
         feature_maps.row_log_max(query_parts, full=False),

@@ -182,9 +182,14 @@ def features(parts, stabilizer, epsilon=0.0, mask=None):
 NO_KEYS = -1e30
 
 
-def masked_max(x, axis, mask=None):
-    """Max of `x` over `axis` (kept), over entries where `mask` is True;
-    `NO_KEYS` where there are none."""
+def sequence_log_max(parts, full, mask=None):
+    """Max of the log-features (see `row_log_max`) over the feature axis and
+    the rows of each sequence `[B, H, L, F]` where `mask` (`[B, 1, L]`) is
+    True: `[B, H, 1, 1]`, `NO_KEYS` where no row is valid. `None` for
+    kernels with no exponential factor."""
+    log_max = row_log_max(parts, full)
+    if log_max is None:
+        return None
     if mask is not None:
-        x = ops.where(mask, x, NO_KEYS)
-    return ops.max(x, axis=axis, keepdims=True)
+        log_max = ops.where(mask[..., None], log_max, NO_KEYS)
+    return ops.max(log_max, axis=2, keepdims=True)

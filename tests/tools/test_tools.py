@@ -115,3 +115,18 @@ def test_quickstart_tiny():
     )
     assert "PerformerAttention (FAVOR+)" in stdout
     assert "saved, reloaded and predicted" in stdout
+
+
+@pytest.mark.parametrize("layer", ["--layer", "--nolayer"])
+def test_profile(layer):
+    stdout = run_tool(
+        "profile.py",
+        "--length=32",
+        "--heads=2",
+        "--dim=8",
+        "--features=8",
+        "--causal",
+        layer,
+    )
+    assert "op type" in stdout
+    assert "MatMul" in stdout
