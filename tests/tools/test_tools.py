@@ -62,10 +62,10 @@ def test_benchmark_stops_a_method_that_runs_out_of_memory(tmp_path):
     output = os.path.join(tmp_path, "bench")
     stdout = run_tool(
         "benchmark.py",
-        "--lengths=16,8192",
+        "--lengths=16,16384",
         "--modes=bidirectional",
         "--kernels=",
-        "--heads=1",
+        "--heads=2",
         "--dim=8",
         "--repeats=1",
         "--matmul_size=64",
