@@ -7,6 +7,7 @@ from keras.src.backend.common.masking import get_keras_mask
 from keras_performer.ops import causal
 from keras_performer.ops import favor
 from keras_performer.ops import feature_maps
+from keras_performer.ops.common import check_positive_int
 from keras_performer.ops.exact import visible_keys
 from keras_performer.ops.projection import PROJECTION_NORMS
 from keras_performer.ops.projection import sample_projection_matrix
@@ -143,10 +144,10 @@ class PerformerAttention(keras.layers.Layer):
         seed=None,
         **kwargs,
     ):
-        _check_positive_int("num_heads", num_heads)
-        _check_positive_int("key_dim", key_dim)
+        check_positive_int("num_heads", num_heads)
+        check_positive_int("key_dim", key_dim)
         if value_dim is not None:
-            _check_positive_int("value_dim", value_dim)
+            check_positive_int("value_dim", value_dim)
         if not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
             raise ValueError(
                 "`dropout` must be a float in [0, 1). "
@@ -155,7 +156,7 @@ class PerformerAttention(keras.layers.Layer):
         if isinstance(output_shape, (list, tuple)) and len(output_shape) == 1:
             output_shape = output_shape[0]
         if output_shape is not None:
-            _check_positive_int("output_shape", output_shape)
+            check_positive_int("output_shape", output_shape)
         if attention_axes not in (None, 1, (1,), [1]):
             raise ValueError(
                 "`attention_axes` must be None or 1 (the sequence axis): "
@@ -163,7 +164,7 @@ class PerformerAttention(keras.layers.Layer):
                 f"Received: attention_axes={attention_axes}"
             )
         feature_maps.check_kernel(kernel)
-        _check_positive_int("num_random_features", num_random_features)
+        check_positive_int("num_random_features", num_random_features)
         if not isinstance(orthogonal, bool):
             raise ValueError(
                 "`orthogonal` must be a bool. "
@@ -174,7 +175,7 @@ class PerformerAttention(keras.layers.Layer):
                 f"`projection_norm` must be one of {PROJECTION_NORMS}. "
                 f"Received: projection_norm={projection_norm}"
             )
-        _check_positive_int("chunk_size", chunk_size)
+        check_positive_int("chunk_size", chunk_size)
         if seed is not None and not isinstance(seed, int):
             raise ValueError(
                 f"`seed` must be an int or None. Received: seed={seed}"
@@ -468,13 +469,6 @@ class PerformerAttention(keras.layers.Layer):
             }
         )
         return config
-
-
-def _check_positive_int(name, value):
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ValueError(
-            f"`{name}` must be a positive integer. Received: {name}={value}"
-        )
 
 
 def _as_bool(mask):

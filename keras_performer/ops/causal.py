@@ -22,6 +22,7 @@ from keras import ops
 
 from keras_performer.ops import feature_maps
 from keras_performer.ops.common import check_attention_inputs
+from keras_performer.ops.common import check_positive_int
 from keras_performer.ops.common import heads_first
 from keras_performer.ops.common import with_ones
 
@@ -83,11 +84,7 @@ def causal_favor_attention(
         Tuple `(output, state)`: output of shape `(batch, length, heads,
         value_dim)` in the dtype of `query`, and the float32 state.
     """
-    if not isinstance(chunk_size, int) or chunk_size <= 0:
-        raise ValueError(
-            "`chunk_size` must be a positive integer. "
-            f"Received: chunk_size={chunk_size}"
-        )
+    check_positive_int("chunk_size", chunk_size)
     dtype = query.dtype
     query, key, value, key_mask = check_attention_inputs(
         query, key, value, key_mask, True, projection_matrix

@@ -62,6 +62,13 @@ def _check_equal(name_a, shape_a, axis, name_b, shape_b, what):
         )
 
 
+def check_positive_int(name, value):
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(
+            f"`{name}` must be a positive integer. Received: {name}={value}"
+        )
+
+
 def heads_first(x):
     """`[B, L, H, D]` <-> `[B, H, L, D]`: the layout of the batched
     matrix products, where the heads are batch dimensions."""

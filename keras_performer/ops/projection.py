@@ -3,6 +3,8 @@
 import numpy as np
 from keras import ops
 
+from keras_performer.ops.common import check_positive_int
+
 PROJECTION_NORMS = ("chi", "sqrt_d")
 
 
@@ -42,8 +44,8 @@ def sample_projection_matrix(
     References:
         - [Choromanski et al., 2021](https://arxiv.org/abs/2009.14794)
     """
-    _check_positive_int("num_features", num_features)
-    _check_positive_int("dim", dim)
+    check_positive_int("num_features", num_features)
+    check_positive_int("dim", dim)
     if seed is not None and not isinstance(seed, int):
         raise ValueError(
             f"`seed` must be an int or None. Received: seed={seed}"
@@ -70,10 +72,3 @@ def sample_projection_matrix(
     if norm == "sqrt_d":
         row_norms = np.full(num_features, np.sqrt(dim))
     return ops.convert_to_tensor(rows * row_norms[:, None], dtype="float32")
-
-
-def _check_positive_int(name, value):
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ValueError(
-            f"`{name}` must be a positive integer. Received: {name}={value}"
-        )
