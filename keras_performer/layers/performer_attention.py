@@ -8,6 +8,7 @@ from keras_performer.ops import causal
 from keras_performer.ops import favor
 from keras_performer.ops import feature_maps
 from keras_performer.ops.common import check_positive_int
+from keras_performer.ops.common import check_seed
 from keras_performer.ops.exact import visible_keys
 from keras_performer.ops.projection import PROJECTION_NORMS
 from keras_performer.ops.projection import sample_projection_matrix
@@ -176,10 +177,7 @@ class PerformerAttention(keras.layers.Layer):
                 f"Received: projection_norm={projection_norm}"
             )
         check_positive_int("chunk_size", chunk_size)
-        if seed is not None and not isinstance(seed, int):
-            raise ValueError(
-                f"`seed` must be an int or None. Received: seed={seed}"
-            )
+        check_seed(seed)
         super().__init__(**kwargs)
         self.supports_masking = True
         self.num_heads = num_heads

@@ -24,6 +24,7 @@ from keras_performer.ops import feature_maps
 from keras_performer.ops.common import check_attention_inputs
 from keras_performer.ops.common import check_positive_int
 from keras_performer.ops.common import heads_first
+from keras_performer.ops.common import lower_triangle
 from keras_performer.ops.common import with_ones
 
 DEFAULT_CHUNK_SIZE = 128
@@ -153,7 +154,7 @@ def causal_favor_attention(
 
     # Inside each chunk: the masked quadratic form.
     rescale = running_max[..., None, :] - running_max[..., :, None]
-    rescale = ops.where(_lower_triangle(chunk_size), rescale, float("-inf"))
+    rescale = ops.where(lower_triangle(chunk_size), rescale, float("-inf"))
     scores = ops.matmul(query_chunks, ops.swapaxes(key_chunks, 3, 4))
     out = ops.matmul(scores * ops.exp(rescale), value_chunks)
 
@@ -172,7 +173,7 @@ def causal_favor_attention(
     )  # [B, H, N + 1, F, value_dim + 1]
     up_to = chunk_end_max[..., None, :] - chunk_end_max[..., :, None]
     up_to = ops.exp(
-        ops.where(_lower_triangle(num_chunks + 1), up_to, float("-inf"))
+        ops.where(lower_triangle(num_chunks + 1), up_to, float("-inf"))
     )  # [B, H, N + 1, N + 1]: rows are chunk starts, then the end.
     flat_sums = ops.reshape(sums, (batch_size, num_heads, num_chunks + 1, -1))
     sums_shape = tuple(sums.shape[3:])  # (F, value_dim + 1)
@@ -223,12 +224,6 @@ def _query_features(parts):
 
 def _running_max(x):
     """Max over `x[..., :i + 1]` for each `i`, for `x` of shape `[..., N]`."""
-    earlier_or_same = _lower_triangle(ops.shape(x)[-1])  # [i, j]
+    earlier_or_same = lower_triangle(ops.shape(x)[-1])  # [i, j]
     candidates = ops.where(earlier_or_same, x[..., None, :], float("-inf"))
     return ops.max(candidates, axis=-1)
-
-
-def _lower_triangle(size):
-    rows = ops.arange(size)[:, None]
-    columns = ops.arange(size)[None, :]
-    return ops.greater_equal(rows, columns)

@@ -69,6 +69,21 @@ def check_positive_int(name, value):
         )
 
 
+def check_seed(seed):
+    if seed is not None and not isinstance(seed, int):
+        raise ValueError(
+            f"`seed` must be an int or None. Received: seed={seed}"
+        )
+
+
+def lower_triangle(rows, columns=None):
+    """Boolean `(rows, columns)`, True where row index >= column index."""
+    columns = rows if columns is None else columns
+    return ops.greater_equal(
+        ops.arange(rows)[:, None], ops.arange(columns)[None, :]
+    )
+
+
 def heads_first(x):
     """`[B, L, H, D]` <-> `[B, H, L, D]`: the layout of the batched
     matrix products, where the heads are batch dimensions."""

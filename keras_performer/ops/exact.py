@@ -3,6 +3,7 @@
 from keras import ops
 
 from keras_performer.ops.common import check_attention_inputs
+from keras_performer.ops.common import lower_triangle
 
 
 def exact_attention(query, key, value, is_causal=False, key_mask=None):
@@ -50,6 +51,4 @@ def visible_keys(target_length, source_length, is_causal):
     """Boolean `(1, 1, T, S)`: which keys each query sees (mask shape)."""
     if not is_causal:
         return ops.ones((1, 1, target_length, source_length), dtype="bool")
-    rows = ops.arange(target_length)[:, None]
-    columns = ops.arange(source_length)[None, :]
-    return ops.greater_equal(rows, columns)[None, None]
+    return lower_triangle(target_length, source_length)[None, None]

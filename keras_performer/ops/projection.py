@@ -4,6 +4,7 @@ import numpy as np
 from keras import ops
 
 from keras_performer.ops.common import check_positive_int
+from keras_performer.ops.common import check_seed
 
 PROJECTION_NORMS = ("chi", "sqrt_d")
 
@@ -46,10 +47,7 @@ def sample_projection_matrix(
     """
     check_positive_int("num_features", num_features)
     check_positive_int("dim", dim)
-    if seed is not None and not isinstance(seed, int):
-        raise ValueError(
-            f"`seed` must be an int or None. Received: seed={seed}"
-        )
+    check_seed(seed)
     if norm not in PROJECTION_NORMS:
         raise ValueError(
             f"`norm` must be one of {PROJECTION_NORMS}. Received: norm={norm}"
