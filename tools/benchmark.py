@@ -39,6 +39,14 @@ flags.DEFINE_list(
     "kernels", ["softmax"], "PerformerAttention kernels to measure."
 )
 flags.DEFINE_bool("mha", True, "Also measure the exact attention baseline.")
+flags.DEFINE_bool(
+    "projections",
+    True,
+    "At --level=layer, also measure the four dense projections alone "
+    "(attention replaced by q + k + v): no layer with them is faster, so "
+    "MultiHeadAttention's time over theirs is the largest speedup any "
+    "attention can give (the paper's 'OPT', Fig. 3).",
+)
 flags.DEFINE_enum(
     "level",
     "layer",
@@ -73,6 +81,8 @@ flags.DEFINE_string("child", None, "Internal: run one measurement (JSON).")
 
 def _configs():
     configs = []
+    if FLAGS.projections and FLAGS.level == "layer":
+        configs.append({"method": "projections", "mode": None, "kernel": None})
     for mode in FLAGS.modes:
         if FLAGS.mha:
             configs.append({"method": "mha", "mode": mode, "kernel": None})
@@ -83,16 +93,21 @@ def _configs():
     return configs
 
 
-def _label(config):
+def _method_name(config):
+    if config["method"] == "projections":
+        return "projections only (no attention)"
     if config["method"] == "mha":
-        name = (
-            "MultiHeadAttention"
-            if FLAGS.level == "layer"
-            else "dot_product_attention"
-        )
-        return f"{name} {config['mode']}"
+        if FLAGS.level == "layer":
+            return "MultiHeadAttention"
+        return "dot_product_attention"
     name = "Performer" if FLAGS.level == "layer" else "favor_attention"
-    return f"{name}-{config['kernel']} {config['mode']}"
+    return f"{name}-{config['kernel']}"
+
+
+def _label(config):
+    if config["mode"] is None:
+        return _method_name(config)
+    return f"{_method_name(config)} {config['mode']}"
 
 
 def layer_flops(config, length):
@@ -103,6 +118,8 @@ def layer_flops(config, length):
     projections = 2 * batch * length * width * width * 4
     if FLAGS.level == "op":
         projections = 0
+    if config["method"] == "projections":
+        return projections
     if config["method"] == "mha":
         attention = 4 * batch * heads * length * length * dim
     else:
@@ -157,6 +174,8 @@ def _attention_function(config):
     import keras_performer
 
     causal = config["mode"] == "causal"
+    if config["method"] == "projections":
+        return _projections_function()
     if FLAGS.level == "layer":
         layer = _make_layer(config)
         width = FLAGS.heads * FLAGS.dim
@@ -187,6 +206,72 @@ def _attention_function(config):
         )
 
     return attention, [], (FLAGS.batch, FLAGS.heads, FLAGS.dim)
+
+
+def _projections_function():
+    """MultiHeadAttention's four projections with `q + k + v` in place of
+    attention: the part of the layer that attention does not change."""
+    import keras
+
+    keras.config.set_dtype_policy(FLAGS.dtype)
+    heads, dim = FLAGS.heads, FLAGS.dim
+    width = heads * dim
+    query, key, value = (
+        keras.layers.EinsumDense(
+            "abc,cde->abde", output_shape=(None, heads, dim), bias_axes="de"
+        )
+        for _ in range(3)
+    )
+    output = keras.layers.EinsumDense(
+        "abcd,cde->abe", output_shape=(None, width), bias_axes="e"
+    )
+
+    def attention(x):
+        return output(query(x) + key(x) + value(x))
+
+    attention(keras.ops.zeros((1, 8, width)))
+    weights = [
+        w for layer in (query, key, value, output) for w in layer.weights
+    ]
+    return attention, weights, (FLAGS.batch, width)
+
+
+def _speedups(results):
+    """MultiHeadAttention's forward+backward time over each method's, at
+    each length both ran, per mode."""
+    times = {
+        (r["method"], r["mode"], r["kernel"], r["length"]): r[
+            "forward_backward_s"
+        ]
+        for r in results
+        if r["status"] == "ok"
+    }
+    speedups = []
+    for (method, mode, kernel, length), seconds in times.items():
+        if method == "mha":
+            continue
+        for mha_mode in [mode] if mode else FLAGS.modes:
+            mha = times.get(("mha", mha_mode, None, length))
+            if mha:
+                speedups.append(
+                    {
+                        "method": method,
+                        "mode": mha_mode,
+                        "kernel": kernel,
+                        "length": length,
+                        "speedup": mha / seconds,
+                    }
+                )
+    # By mode and length; the projections' ceiling after the methods.
+    return sorted(
+        speedups,
+        key=lambda r: (
+            FLAGS.modes.index(r["mode"]),
+            r["length"],
+            r["method"] == "projections",
+            str(r["kernel"]),
+        ),
+    )
 
 
 def measure(config):
@@ -460,8 +545,16 @@ def main(argv):
         decode.append(row)
 
     print()
+    speedups = _speedups(results)
     if results:
         print(_format_table(results, matmul))
+    if speedups:
+        print("\nforward+backward speedup over MultiHeadAttention")
+        for row in speedups:
+            print(
+                f"{row['mode']:>14} {row['length']:>7} "
+                f"{_method_name(row):<34} {row['speedup']:6.2f}x"
+            )
     if decode:
         print(f"\n{'decode position':>16} {'ms per token':>13}")
         for row in decode:
@@ -476,6 +569,7 @@ def main(argv):
         },
         "matmul": matmul,
         "results": results,
+        "speedups": speedups,
         "decode": decode,
     }
     with open(FLAGS.output + ".json", "w") as file:

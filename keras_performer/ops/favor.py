@@ -90,13 +90,16 @@ def favor_attention(
         key_mask,
     )
     # A column of ones after the values gives the denominator with the
-    # numerator: out = Q' (K'^T [V, 1]).
+    # numerator: out = Q' (K'^T [V, 1]). The products keep the [L, F]
+    # features untransposed, also in their gradients: ([V, 1]^T K')^T.
     value_dim = value.shape[-1]
-    key_values = ops.matmul(
-        ops.swapaxes(key_features, 2, 3), with_ones(heads_first(value))
+    values_keys = ops.matmul(
+        ops.swapaxes(with_ones(heads_first(value)), 2, 3), key_features
     )
     numerator, denominator = ops.split(
-        ops.matmul(query_features, key_values), [value_dim], axis=-1
+        ops.matmul(query_features, ops.swapaxes(values_keys, 2, 3)),
+        [value_dim],
+        axis=-1,
     )
     out = ops.divide_no_nan(numerator, denominator)
     return ops.cast(heads_first(out), dtype)

@@ -37,23 +37,23 @@ def _project(x, projection_matrix):
     return ops.matmul(x, ops.transpose(projection_matrix))
 
 
-def _scaled_input(x):
-    # q' . k' must estimate exp(q . k / sqrt(d)): scale both by d ** -1/4.
-    return x * (ops.shape(x)[-1] ** -0.25)
-
-
-def _half_squared_norm(x):
-    return 0.5 * ops.sum(ops.square(x), axis=-1, keepdims=True)
+def _scaled(x, projection_matrix):
+    """`W x'` and `|x'|^2 / 2` for `x' = x d^-1/4`: `q' . k'` must estimate
+    `exp(q . k / sqrt(d))`. The scale goes to the small operands, not `x`."""
+    dim = x.shape[-1]
+    projected = _project(x, projection_matrix * dim**-0.25)
+    half_squared_norm = ops.sum(ops.square(x), axis=-1, keepdims=True)
+    return projected, half_squared_norm * (0.5 * dim**-0.5)
 
 
 def _softmax_parts(x, projection_matrix):
     # Positive random features, Lemma 1 of the paper:
     # exp(q.k) = E[exp(w.q - |q|^2/2) exp(w.k - |k|^2/2)], w ~ N(0, I).
-    x = _scaled_input(x)
+    wx, half_squared_norm = _scaled(x, projection_matrix)
     scale = projection_matrix.shape[0] ** -0.5
     return FeatureParts(
-        logits=_project(x, projection_matrix),
-        log_norm=math.log(scale) - _half_squared_norm(x),
+        logits=wx,
+        log_norm=math.log(scale) - half_squared_norm,
         factor=None,
         epsilon=scale * SOFTMAX_EPSILON,
     )
@@ -62,12 +62,11 @@ def _softmax_parts(x, projection_matrix):
 def _hyperbolic_parts(x, projection_matrix):
     # Hyperbolic positive features (paper, Lemma 1, the cosh estimator):
     # exp(-|x|^2/2) [exp(w.x), exp(-w.x)] / sqrt(2m).
-    x = _scaled_input(x)
-    wx = _project(x, projection_matrix)
+    wx, half_squared_norm = _scaled(x, projection_matrix)
     scale = (2 * projection_matrix.shape[0]) ** -0.5
     return FeatureParts(
         logits=ops.concatenate([wx, -wx], axis=-1),
-        log_norm=math.log(scale) - _half_squared_norm(x),
+        log_norm=math.log(scale) - half_squared_norm,
         factor=None,
         epsilon=scale * SOFTMAX_EPSILON,
     )
@@ -76,10 +75,9 @@ def _hyperbolic_parts(x, projection_matrix):
 def _trig_parts(x, projection_matrix):
     # Trigonometric features of the original FAVOR (paper, Eq. 5):
     # exp(|x|^2/2) [sin(w.x), cos(w.x)] / sqrt(m); unbiased, not positive.
-    x = _scaled_input(x)
-    wx = _project(x, projection_matrix)
+    wx, half_squared_norm = _scaled(x, projection_matrix)
     return FeatureParts(
-        logits=_half_squared_norm(x),
+        logits=half_squared_norm,
         log_norm=-0.5 * math.log(projection_matrix.shape[0]),
         factor=ops.concatenate([ops.sin(wx), ops.cos(wx)], axis=-1),
         epsilon=0.0,

@@ -45,6 +45,8 @@ def test_benchmark(tmp_path):
     assert report["matmul"]["float32"]["gflops"] > 0
     rows = report["results"]
     assert {(r["method"], r["length"]) for r in rows} == {
+        ("projections", 32),
+        ("projections", 64),
         ("mha", 32),
         ("mha", 64),
         ("performer", 32),
@@ -54,6 +56,24 @@ def test_benchmark(tmp_path):
         assert row["status"] == "ok"
         assert 0 < row["forward_s"] and 0 < row["forward_backward_s"]
         assert row["peak_gb"] > 0
+    speedups = {(r["method"], r["length"]): r for r in report["speedups"]}
+    assert set(speedups) == {
+        (r["method"], r["length"]) for r in rows if r["method"] != "mha"
+    }
+    for row in speedups.values():
+        mha = next(
+            r
+            for r in rows
+            if r["method"] == "mha" and r["length"] == row["length"]
+        )
+        method = next(
+            r
+            for r in rows
+            if r["method"] == row["method"] and r["length"] == row["length"]
+        )
+        expected = mha["forward_backward_s"] / method["forward_backward_s"]
+        assert row["speedup"] == pytest.approx(expected)
+        assert row["mode"] == "causal"
     assert report["decode"][0]["cache_shape"] == [1, 2, 8, 10]
     assert os.path.getsize(output + ".png") > 0
 
@@ -65,6 +85,7 @@ def test_benchmark_stops_a_method_that_runs_out_of_memory(tmp_path):
         "--lengths=16,16384",
         "--modes=bidirectional",
         "--kernels=",
+        "--noprojections",
         "--heads=2",
         "--dim=8",
         "--repeats=1",
