@@ -56,22 +56,11 @@ def test_benchmark(tmp_path):
         assert row["status"] == "ok"
         assert 0 < row["forward_s"] and 0 < row["forward_backward_s"]
         assert row["peak_gb"] > 0
+    times = {(r["method"], r["length"]): r["forward_backward_s"] for r in rows}
     speedups = {(r["method"], r["length"]): r for r in report["speedups"]}
-    assert set(speedups) == {
-        (r["method"], r["length"]) for r in rows if r["method"] != "mha"
-    }
-    for row in speedups.values():
-        mha = next(
-            r
-            for r in rows
-            if r["method"] == "mha" and r["length"] == row["length"]
-        )
-        method = next(
-            r
-            for r in rows
-            if r["method"] == row["method"] and r["length"] == row["length"]
-        )
-        expected = mha["forward_backward_s"] / method["forward_backward_s"]
+    assert set(speedups) == {key for key in times if key[0] != "mha"}
+    for (method, length), row in speedups.items():
+        expected = times[("mha", length)] / times[(method, length)]
         assert row["speedup"] == pytest.approx(expected)
         assert row["mode"] == "causal"
     assert report["decode"][0]["cache_shape"] == [1, 2, 8, 10]
