@@ -23,6 +23,7 @@ setup(
         "keras>=3.15",
         "tensorflow-text>=2.21.1",
         "tensorflow-datasets",
+        "keras-hub>=0.32",
         "absl-py",
         "numpy",
     ],

@@ -1,8 +1,23 @@
 """Performer (FAVOR+) attention layers for Keras 3."""
 
+from keras_performer import layers
+from keras_performer import models
 from keras_performer import ops
-from keras_performer.layers.performer_attention import PerformerAttention
+from keras_performer.layers import PerformerAttention
+from keras_performer.layers import PerformerDecoder
+from keras_performer.layers import PerformerEncoder
+from keras_performer.models import PerformerCausalLM
+from keras_performer.utils import transfer_weights
 
 __version__ = "0.1.0"
 
-__all__ = ["PerformerAttention", "ops"]
+__all__ = [
+    "PerformerAttention",
+    "PerformerCausalLM",
+    "PerformerDecoder",
+    "PerformerEncoder",
+    "layers",
+    "models",
+    "ops",
+    "transfer_weights",
+]

@@ -1,6 +1,7 @@
 """PerformerAttention: a drop-in for `keras.layers.MultiHeadAttention`."""
 
 import keras
+import keras_hub
 from keras import ops
 from keras.src.backend.common.masking import get_keras_mask
 
@@ -66,6 +67,11 @@ class PerformerAttention(keras.layers.Layer):
             (unbiased) or `"sqrt_d"` (lower variance). Defaults to `"chi"`.
         chunk_size: int. Tokens per chunk of the causal form; memory grows
             with it, and the number of chunks squared. Defaults to `128`.
+        rotary_max_wavelength: int. When set, queries and keys get a rotary
+            position embedding (`keras_hub.layers.RotaryEmbedding` with this
+            maximum wavelength, e.g. `10000`) before the feature map; the
+            key dimension must be even. Defaults to `None` (no rotary
+            embedding).
         seed: int. Seed of the projection and of dropout. Defaults to
             `None`.
         **kwargs: base layer arguments, such as `name` and `dtype`.
@@ -98,10 +104,15 @@ class PerformerAttention(keras.layers.Layer):
         cache: state of earlier tokens for incremental causal decoding,
             from `get_initial_cache()` or an earlier call. Its size does not
             grow with the sequence. Defaults to `None`.
-        cache_update_index: accepted for the signature of
-            `keras_hub.layers.CachedMultiHeadAttention` and unused: the
-            state absorbs the new tokens wherever they are. Defaults to
-            `None`.
+        cache_update_index: int or int tensor, the position of the first
+            token of this call, as in
+            `keras_hub.layers.CachedMultiHeadAttention`. The cache counts
+            the keys it holds (positions `0` to `n - 1`, fed in order): a
+            token at a position below `n` is not absorbed a second time, so
+            keras-hub's generation loop, which feeds again the last token
+            of a prompt, gets the right state. Also the start position of
+            the rotary embedding. Defaults to `None`: every unmasked token
+            is absorbed.
 
     Returns:
         The attention output `(batch, target_length, output_dim)`; with
@@ -142,6 +153,7 @@ class PerformerAttention(keras.layers.Layer):
         orthogonal=True,
         projection_norm="chi",
         chunk_size=causal.DEFAULT_CHUNK_SIZE,
+        rotary_max_wavelength=None,
         seed=None,
         **kwargs,
     ):
@@ -164,20 +176,21 @@ class PerformerAttention(keras.layers.Layer):
                 "attention over other axes is not supported. "
                 f"Received: attention_axes={attention_axes}"
             )
-        feature_maps.check_kernel(kernel)
-        check_positive_int("num_random_features", num_random_features)
-        if not isinstance(orthogonal, bool):
+        check_performer_options(
+            kernel=kernel,
+            num_random_features=num_random_features,
+            orthogonal=orthogonal,
+            projection_norm=projection_norm,
+            chunk_size=chunk_size,
+            rotary_max_wavelength=rotary_max_wavelength,
+            seed=seed,
+        )
+        if rotary_max_wavelength is not None and key_dim % 2:
             raise ValueError(
-                "`orthogonal` must be a bool. "
-                f"Received: orthogonal={orthogonal}"
+                "A rotary embedding needs an even `key_dim`. Received: "
+                f"key_dim={key_dim}, "
+                f"rotary_max_wavelength={rotary_max_wavelength}"
             )
-        if projection_norm not in PROJECTION_NORMS:
-            raise ValueError(
-                f"`projection_norm` must be one of {PROJECTION_NORMS}. "
-                f"Received: projection_norm={projection_norm}"
-            )
-        check_positive_int("chunk_size", chunk_size)
-        check_seed(seed)
         super().__init__(**kwargs)
         self.supports_masking = True
         self.num_heads = num_heads
@@ -201,7 +214,13 @@ class PerformerAttention(keras.layers.Layer):
         self.orthogonal = orthogonal
         self.projection_norm = projection_norm
         self.chunk_size = chunk_size
+        self.rotary_max_wavelength = rotary_max_wavelength
         self.seed = seed
+        self._rotary_embedding = None
+        if rotary_max_wavelength is not None:
+            self._rotary_embedding = keras_hub.layers.RotaryEmbedding(
+                max_wavelength=rotary_max_wavelength, dtype=self.dtype_policy
+            )
         self._dropout_layer = keras.layers.Dropout(
             dropout, seed=seed, dtype=self.dtype_policy
         )
@@ -294,13 +313,24 @@ class PerformerAttention(keras.layers.Layer):
 
     def get_initial_cache(self, batch_size):
         """Returns the decoding state before any token: constant size
-        `(batch_size, num_heads, num_features, value_dim + 2)`, float32."""
+        `(batch_size, num_heads, num_features, value_dim + 3)`, float32."""
         return causal.empty_state(
-            batch_size,
-            self.num_heads,
-            feature_maps.num_features(self.kernel, self.num_random_features),
-            self.value_dim,
+            batch_size, self.num_heads, self._num_features(), self.value_dim
         )
+
+    def _num_features(self):
+        return feature_maps.num_features(self.kernel, self.num_random_features)
+
+    def _check_cache(self, cache):
+        expected = (self.num_heads, self._num_features(), self.value_dim + 3)
+        if len(cache.shape) != 4 or tuple(cache.shape[1:]) != expected:
+            raise ValueError(
+                "`cache` must have shape (batch, num_heads, num_features, "
+                f"value_dim + 3) = (batch, {', '.join(map(str, expected))}) "
+                "for this layer: pass the cache from its "
+                "`get_initial_cache()` or an earlier call of the same layer. "
+                f"Received: cache.shape={tuple(cache.shape)}"
+            )
 
     def call(
         self,
@@ -336,9 +366,27 @@ class PerformerAttention(keras.layers.Layer):
                 f"return_attention_scores={return_attention_scores}, "
                 f"attention_mask={attention_mask}"
             )
+        if cache is not None:
+            self._check_cache(cache)
+        if self._rotary_embedding is not None and cache is not None:
+            if cache_update_index is None:
+                raise ValueError(
+                    "With a rotary embedding, decoding with a `cache` needs "
+                    "`cache_update_index`, the position of the first token. "
+                    "Received: cache_update_index=None"
+                )
         is_causal = use_causal_mask or cache is not None
         query_valid = _as_bool(query_mask)
         key_valid = _and(_as_bool(value_mask), _as_bool(key_mask))
+        if cache is not None and cache_update_index is not None:
+            # Positions the state already holds are not absorbed again.
+            positions = ops.cast(cache_update_index, "float32") + ops.arange(
+                ops.shape(key)[1], dtype="float32"
+            )
+            key_valid = _and(
+                key_valid,
+                positions[None, :] >= causal.state_length(cache)[:, None],
+            )
         unsupported_mask = None
         if attention_mask is not None:
             padding = _padding_masks(attention_mask, is_causal)
@@ -349,6 +397,10 @@ class PerformerAttention(keras.layers.Layer):
         query = self._query_dense(query)
         key = self._key_dense(key)
         value = self._value_dense(value)
+        if self._rotary_embedding is not None:
+            start = 0 if cache_update_index is None else cache_update_index
+            query = self._rotary_embedding(query, start_index=start)
+            key = self._rotary_embedding(key, start_index=start)
         if cache is not None:
             out, cache = causal.causal_favor_attention(
                 query,
@@ -463,10 +515,39 @@ class PerformerAttention(keras.layers.Layer):
                 "orthogonal": self.orthogonal,
                 "projection_norm": self.projection_norm,
                 "chunk_size": self.chunk_size,
+                "rotary_max_wavelength": self.rotary_max_wavelength,
                 "seed": self.seed,
             }
         )
         return config
+
+
+def check_performer_options(
+    kernel,
+    num_random_features,
+    orthogonal,
+    projection_norm,
+    chunk_size,
+    rotary_max_wavelength,
+    seed,
+):
+    """Validates the Performer arguments of the layers; raises
+    `ValueError`."""
+    feature_maps.check_kernel(kernel)
+    check_positive_int("num_random_features", num_random_features)
+    if not isinstance(orthogonal, bool):
+        raise ValueError(
+            f"`orthogonal` must be a bool. Received: orthogonal={orthogonal}"
+        )
+    if projection_norm not in PROJECTION_NORMS:
+        raise ValueError(
+            f"`projection_norm` must be one of {PROJECTION_NORMS}. "
+            f"Received: projection_norm={projection_norm}"
+        )
+    check_positive_int("chunk_size", chunk_size)
+    if rotary_max_wavelength is not None:
+        check_positive_int("rotary_max_wavelength", rotary_max_wavelength)
+    check_seed(seed)
 
 
 def _as_bool(mask):

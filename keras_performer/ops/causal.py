@@ -42,15 +42,22 @@ def empty_state(batch_size, num_heads, num_features, value_dim):
 
     Returns:
         A float32 tensor `(batch_size, num_heads, num_features,
-        value_dim + 2)`: `[..., :value_dim]` holds `S`, `[..., value_dim]`
-        holds `z` and `[..., value_dim + 1]` the log-scale `R` of both
-        (equal along the feature axis).
+        value_dim + 3)`: `[..., :value_dim]` holds `S`, `[..., value_dim]`
+        holds `z`, `[..., value_dim + 1]` the number of keys absorbed and
+        `[..., value_dim + 2]` the log-scale `R` of `S` and `z` (the last
+        two equal along the feature axis).
     """
-    sums = ops.zeros((batch_size, num_heads, num_features, value_dim + 1))
+    sums = ops.zeros((batch_size, num_heads, num_features, value_dim + 2))
     log_scale = ops.full(
         (batch_size, num_heads, num_features, 1), feature_maps.NO_KEYS
     )
     return ops.concatenate([sums, log_scale], axis=-1)
+
+
+def state_length(state):
+    """Number of keys a state of `causal_favor_attention` has absorbed,
+    `(batch,)` float32."""
+    return state[:, 0, 0, -2]
 
 
 def causal_favor_attention(
@@ -137,7 +144,7 @@ def causal_favor_attention(
     else:
         key_max = ops.where(key_mask, key_max[..., 0], feature_maps.NO_KEYS)
     inner_max = _running_max(to_chunks(key_max))  # [B, H, N, C]
-    state_log_scale = initial_state[:, :, :1, value_dim + 1]  # [B, H, 1]
+    state_log_scale = initial_state[:, :, :1, value_dim + 2]  # [B, H, 1]
     chunk_end_max = _running_max(
         ops.concatenate([state_log_scale, inner_max[..., -1]], axis=2)
     )  # [B, H, N + 1]: E before chunk 0, after chunk 0, ..., after N - 1.
@@ -192,11 +199,17 @@ def causal_favor_attention(
         ops.matmul(up_to[:, :, -1:], flat_sums),
         (batch_size, num_heads) + sums_shape,
     )
+    absorbed = (
+        initial_state[..., value_dim + 1 : value_dim + 2]
+        + ops.cast(ops.sum(ops.cast(key_mask, "int32"), axis=-1), "float32")[
+            ..., None, None
+        ]
+    )  # [B, H, F, 1]
     final_state = ops.concatenate(
         [
             final_sums,
-            ops.zeros_like(final_sums[..., :1])
-            + chunk_end_max[..., -1, None, None],
+            absorbed,
+            ops.zeros_like(absorbed) + chunk_end_max[..., -1, None, None],
         ],
         axis=-1,
     )

@@ -205,7 +205,7 @@ def test_token_by_token_decoding_equals_full_pass(kernel):
     np.testing.assert_allclose(
         np.concatenate(outputs, axis=1), full, atol=1e-5, rtol=1e-5
     )
-    assert state.shape == (2, 2, num_features(kernel, 32), 18)
+    assert state.shape == (2, 2, num_features(kernel, 32), 19)
 
 
 def test_decoding_with_a_left_padded_prompt():

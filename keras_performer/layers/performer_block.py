@@ -1,0 +1,202 @@
+"""What `PerformerEncoder` and `PerformerDecoder` share: arguments,
+attention sublayers, the feedforward network and the residual wiring."""
+
+import keras
+
+from keras_performer.layers.performer_attention import PerformerAttention
+from keras_performer.layers.performer_attention import check_performer_options
+from keras_performer.ops.common import check_positive_int
+
+
+class PerformerBlock(keras.layers.Layer):
+    """Base of the Performer transformer blocks (not a layer to use alone).
+
+    Arguments as in `keras_hub.layers.TransformerEncoder`, plus the
+    Performer options of `keras_performer.PerformerAttention`, which are
+    passed to its attention sublayers under the same names.
+    """
+
+    def __init__(
+        self,
+        intermediate_dim,
+        num_heads,
+        dropout=0.0,
+        activation="relu",
+        layer_norm_epsilon=1e-5,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        normalize_first=False,
+        kernel="softmax",
+        num_random_features=256,
+        orthogonal=True,
+        projection_norm="chi",
+        chunk_size=128,
+        rotary_max_wavelength=None,
+        seed=None,
+        **kwargs,
+    ):
+        check_positive_int("intermediate_dim", intermediate_dim)
+        check_positive_int("num_heads", num_heads)
+        if not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+            raise ValueError(
+                "`dropout` must be a float in [0, 1). "
+                f"Received: dropout={dropout}"
+            )
+        check_performer_options(
+            kernel=kernel,
+            num_random_features=num_random_features,
+            orthogonal=orthogonal,
+            projection_norm=projection_norm,
+            chunk_size=chunk_size,
+            rotary_max_wavelength=rotary_max_wavelength,
+            seed=seed,
+        )
+        super().__init__(**kwargs)
+        self.supports_masking = True
+        self.intermediate_dim = intermediate_dim
+        self.num_heads = num_heads
+        self.dropout = dropout
+        self.activation = keras.activations.get(activation)
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.normalize_first = normalize_first
+        self.kernel = kernel
+        self.num_random_features = num_random_features
+        self.orthogonal = orthogonal
+        self.projection_norm = projection_norm
+        self.chunk_size = chunk_size
+        self.rotary_max_wavelength = rotary_max_wavelength
+        self.seed = seed
+
+    def _head_dim(self, hidden_dim):
+        if hidden_dim is None or hidden_dim % self.num_heads:
+            raise ValueError(
+                "The hidden size (the inputs' last axis) must be a multiple "
+                f"of `num_heads`. Received: hidden size {hidden_dim}, "
+                f"num_heads={self.num_heads}"
+            )
+        return hidden_dim // self.num_heads
+
+    def _attention(self, hidden_dim, name, seed_offset, rotary):
+        """A `PerformerAttention` sublayer; `seed_offset` gives each of a
+        block's attention layers its own projection."""
+        return PerformerAttention(
+            num_heads=self.num_heads,
+            key_dim=self._head_dim(hidden_dim),
+            dropout=self.dropout,
+            kernel_initializer=self._initializer(self.kernel_initializer),
+            bias_initializer=self._initializer(self.bias_initializer),
+            kernel=self.kernel,
+            num_random_features=self.num_random_features,
+            orthogonal=self.orthogonal,
+            projection_norm=self.projection_norm,
+            chunk_size=self.chunk_size,
+            rotary_max_wavelength=self.rotary_max_wavelength
+            if rotary
+            else None,
+            seed=None if self.seed is None else self.seed + seed_offset,
+            dtype=self.dtype_policy,
+            name=name,
+        )
+
+    def _layer_norm(self, shape, name):
+        norm = keras.layers.LayerNormalization(
+            epsilon=self.layer_norm_epsilon, dtype=self.dtype_policy, name=name
+        )
+        norm.build(shape)
+        return norm
+
+    def _dropout(self, name):
+        return keras.layers.Dropout(
+            self.dropout, dtype=self.dtype_policy, name=name
+        )
+
+    def _feedforward_dense(self, units, activation, input_shape, name):
+        dense = keras.layers.Dense(
+            units,
+            activation=activation,
+            kernel_initializer=self._initializer(self.kernel_initializer),
+            bias_initializer=self._initializer(self.bias_initializer),
+            dtype=self.dtype_policy,
+            name=name,
+        )
+        dense.build(input_shape)
+        return dense
+
+    def _build_feedforward(self, shape):
+        """The two dense layers of the feedforward network (the caller
+        builds its layer norm, in keras-hub's weight order)."""
+        self._feedforward_intermediate_dense = self._feedforward_dense(
+            self.intermediate_dim,
+            self.activation,
+            shape,
+            "feedforward_intermediate_dense",
+        )
+        self._feedforward_output_dense = self._feedforward_dense(
+            shape[-1],
+            None,
+            tuple(shape[:-1]) + (self.intermediate_dim,),
+            "feedforward_output_dense",
+        )
+        self._feedforward_dropout = self._dropout("feedforward_dropout")
+
+    @staticmethod
+    def _initializer(initializer):
+        # A fresh instance per sublayer: a shared seeded initializer would
+        # give every sublayer the same weights.
+        return initializer.__class__.from_config(initializer.get_config())
+
+    def _residual(self, x, sublayer, norm, dropout, training):
+        """`x + dropout(sublayer(x))`, with the layer norm before the
+        sublayer (`normalize_first`) or after the sum. `sublayer` may return
+        `(output, cache)`; then so does this."""
+        y = sublayer(norm(x) if self.normalize_first else x)
+        extra = None
+        if isinstance(y, tuple):
+            y, extra = y
+        y = dropout(y, training=training) + x
+        if not self.normalize_first:
+            y = norm(y)
+        return y if extra is None else (y, extra)
+
+    def _feedforward(self, x, training):
+        return self._residual(
+            x,
+            lambda y: self._feedforward_output_dense(
+                self._feedforward_intermediate_dense(y)
+            ),
+            self._feedforward_layer_norm,
+            self._feedforward_dropout,
+            training,
+        )
+
+    def compute_output_shape(self, inputs_shape, *args, **kwargs):
+        return inputs_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "intermediate_dim": self.intermediate_dim,
+                "num_heads": self.num_heads,
+                "dropout": self.dropout,
+                "activation": keras.activations.serialize(self.activation),
+                "layer_norm_epsilon": self.layer_norm_epsilon,
+                "kernel_initializer": keras.initializers.serialize(
+                    self.kernel_initializer
+                ),
+                "bias_initializer": keras.initializers.serialize(
+                    self.bias_initializer
+                ),
+                "normalize_first": self.normalize_first,
+                "kernel": self.kernel,
+                "num_random_features": self.num_random_features,
+                "orthogonal": self.orthogonal,
+                "projection_norm": self.projection_norm,
+                "chunk_size": self.chunk_size,
+                "rotary_max_wavelength": self.rotary_max_wavelength,
+                "seed": self.seed,
+            }
+        )
+        return config

@@ -1,0 +1,207 @@
+"""PerformerDecoder: a transformer decoder block with FAVOR+ attention."""
+
+import keras
+
+from keras_performer.layers.performer_block import PerformerBlock
+
+
+@keras.saving.register_keras_serializable(package="keras_performer")
+class PerformerDecoder(PerformerBlock):
+    """A transformer decoder block whose attention is a Performer.
+
+    The block of `keras_hub.layers.TransformerDecoder` (causal
+    self-attention, optional cross-attention over an encoder sequence, a
+    feedforward network, each with a residual connection and a layer norm)
+    with `keras_performer.PerformerAttention` in place of multi-head
+    attention: same arguments, same weights in the same order. Cross
+    attention is built when the first call passes an `encoder_sequence`.
+
+    Decoding is incremental with a cache of constant size: the causal
+    FAVOR+ state `(S, z)` of the self-attention, whatever the position.
+
+    Args:
+        intermediate_dim: int. Hidden size of the feedforward network.
+        num_heads: int. Number of attention heads; the hidden size (the
+            inputs' last axis) must be a multiple of it.
+        dropout: float. Dropout rate of the attention and feedforward
+            outputs. Defaults to `0.0`.
+        activation: str or callable. Activation of the feedforward network.
+            Defaults to `"relu"`.
+        layer_norm_epsilon: float. Epsilon of the layer norms. Defaults to
+            `1e-5`.
+        kernel_initializer: initializer of the dense kernels. Defaults to
+            `"glorot_uniform"`.
+        bias_initializer: initializer of the dense biases. Defaults to
+            `"zeros"`.
+        normalize_first: bool. Whether layer norms come before the
+            sublayers (pre-LN) rather than after the residual sums.
+            Defaults to `False`.
+        kernel: str. Attention kernel, as in `PerformerAttention`.
+            Defaults to `"softmax"`.
+        num_random_features: int. Rows of the random projections. Defaults
+            to `256`.
+        orthogonal: bool. Orthogonal projection blocks. Defaults to `True`.
+        projection_norm: str. `"chi"` or `"sqrt_d"`. Defaults to `"chi"`.
+        chunk_size: int. Tokens per chunk of the causal form. Defaults to
+            `128`.
+        rotary_max_wavelength: int. Rotary position embedding on the
+            self-attention's queries and keys when set. Defaults to `None`.
+        seed: int. Seed of the random projections (the cross-attention
+            uses `seed + 1`). Defaults to `None`.
+        **kwargs: base layer arguments, such as `name` and `dtype`.
+
+    Call arguments:
+        decoder_sequence: tensor `(batch, length, hidden_dim)`.
+        encoder_sequence: tensor `(batch, source_length, hidden_dim)` for
+            cross-attention, or `None`. A block built without one (its
+            first call) has no cross-attention.
+        decoder_padding_mask: boolean `(batch, length)`, `False` at
+            padding. Taken from the decoder sequence's Keras mask when not
+            given.
+        decoder_attention_mask: boolean `(batch, length, length)`; it must
+            be a padding pattern (see `PerformerAttention`).
+        encoder_padding_mask: boolean `(batch, source_length)`.
+        encoder_attention_mask: boolean `(batch, length, source_length)`;
+            a padding pattern.
+        self_attention_cache: the decoding state, from
+            `get_initial_cache()` or an earlier call. Defaults to `None`.
+        self_attention_cache_update_index: int or int tensor, the position
+            of the first token of this call. Tokens at positions the cache
+            already holds are not absorbed again (see `PerformerAttention`).
+            Defaults to `None`.
+        use_causal_mask: bool. Whether position `i` sees only positions
+            `<= i` in self-attention. Defaults to `True`.
+        training: bool. Whether dropout is active.
+
+    Returns:
+        Tensor of the shape of `decoder_sequence`, or `(output, cache)` with
+        a `self_attention_cache`.
+
+    Example:
+
+    >>> decoder = keras_performer.PerformerDecoder(
+    ...     intermediate_dim=64, num_heads=2
+    ... )
+    >>> x = np.random.normal(size=(1, 10, 16)).astype("float32")
+    >>> full = decoder(x)
+    >>> cache = decoder.get_initial_cache(batch_size=1)
+    >>> for i in range(10):
+    ...     out, cache = decoder(
+    ...         x[:, i : i + 1],
+    ...         self_attention_cache=cache,
+    ...         self_attention_cache_update_index=i,
+    ...     )
+    >>> np.allclose(out[:, 0], full[:, -1], atol=1e-5)
+    True
+
+    References:
+        - [Vaswani et al., 2017](https://arxiv.org/abs/1706.03762)
+        - [Choromanski et al., 2021](https://arxiv.org/abs/2009.14794)
+    """
+
+    def build(self, decoder_sequence_shape, encoder_sequence_shape=None):
+        shape = decoder_sequence_shape
+        hidden_dim = shape[-1]
+        # Sublayers in the order of keras_hub.layers.TransformerDecoder, so
+        # that weight lists match one to one.
+        self._self_attention_layer = self._attention(
+            hidden_dim, "self_attention", seed_offset=0, rotary=True
+        )
+        self._self_attention_layer.build(shape)
+        self._self_attention_layer_norm = self._layer_norm(
+            shape, "self_attention_layer_norm"
+        )
+        self._self_attention_dropout = self._dropout("self_attention_dropout")
+        self._cross_attention_layer = None
+        if encoder_sequence_shape is not None:
+            self._cross_attention_layer = self._attention(
+                hidden_dim, "cross_attention", seed_offset=1, rotary=False
+            )
+            self._cross_attention_layer.build(shape, encoder_sequence_shape)
+            self._cross_attention_layer_norm = self._layer_norm(
+                shape, "cross_attention_layer_norm"
+            )
+            self._cross_attention_dropout = self._dropout(
+                "cross_attention_dropout"
+            )
+        self._build_feedforward(shape)
+        self._feedforward_layer_norm = self._layer_norm(
+            shape, "feedforward_layer_norm"
+        )
+
+    def get_initial_cache(self, batch_size):
+        """Returns the self-attention cache before any token (constant
+        size, see `PerformerAttention.get_initial_cache`)."""
+        if not self.built:
+            raise ValueError(
+                "Call the decoder once (or `build` it) before asking for a "
+                "cache: its size depends on the hidden size. Received: an "
+                "unbuilt layer"
+            )
+        return self._self_attention_layer.get_initial_cache(batch_size)
+
+    def call(
+        self,
+        decoder_sequence,
+        encoder_sequence=None,
+        decoder_padding_mask=None,
+        decoder_attention_mask=None,
+        encoder_padding_mask=None,
+        encoder_attention_mask=None,
+        self_attention_cache=None,
+        self_attention_cache_update_index=None,
+        use_causal_mask=True,
+        training=None,
+        mask=None,
+    ):
+        has_cross_attention = self._cross_attention_layer is not None
+        if has_cross_attention != (encoder_sequence is not None):
+            raise ValueError(
+                "This decoder was built "
+                + ("with" if has_cross_attention else "without")
+                + " cross-attention (by its first call), so it needs "
+                + ("an" if has_cross_attention else "no")
+                + " `encoder_sequence`. Received: encoder_sequence="
+                + ("None" if encoder_sequence is None else "a tensor")
+            )
+        if self_attention_cache is not None and not use_causal_mask:
+            raise ValueError(
+                "Decoding with a cache is causal. Received: "
+                "use_causal_mask=False with a self_attention_cache"
+            )
+        if decoder_padding_mask is None:
+            decoder_padding_mask = mask
+        x = self._residual(
+            decoder_sequence,
+            lambda x: self._self_attention_layer(
+                x,
+                query_mask=decoder_padding_mask,
+                attention_mask=decoder_attention_mask,
+                use_causal_mask=use_causal_mask,
+                cache=self_attention_cache,
+                cache_update_index=self_attention_cache_update_index,
+                training=training,
+            ),
+            self._self_attention_layer_norm,
+            self._self_attention_dropout,
+            training,
+        )
+        cache = None
+        if self_attention_cache is not None:
+            x, cache = x
+        if has_cross_attention:
+            x = self._residual(
+                x,
+                lambda x: self._cross_attention_layer(
+                    x,
+                    encoder_sequence,
+                    value_mask=encoder_padding_mask,
+                    attention_mask=encoder_attention_mask,
+                    training=training,
+                ),
+                self._cross_attention_layer_norm,
+                self._cross_attention_dropout,
+                training,
+            )
+        x = self._feedforward(x, training)
+        return x if cache is None else (x, cache)
