@@ -191,6 +191,9 @@ class PerformerAttention(keras.layers.Layer):
                 f"key_dim={key_dim}, "
                 f"rotary_max_wavelength={rotary_max_wavelength}"
             )
+        # The decoding cache is a float32 state: Keras must not cast it to
+        # the compute dtype with the inputs (the dense sublayers cast those).
+        kwargs["autocast"] = False
         super().__init__(**kwargs)
         self.supports_masking = True
         self.num_heads = num_heads

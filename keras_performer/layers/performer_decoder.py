@@ -1,6 +1,7 @@
 """PerformerDecoder: a transformer decoder block with FAVOR+ attention."""
 
 import keras
+from keras import ops
 
 from keras_performer.layers.performer_block import PerformerBlock
 
@@ -99,6 +100,12 @@ class PerformerDecoder(PerformerBlock):
         - [Choromanski et al., 2021](https://arxiv.org/abs/2009.14794)
     """
 
+    def __init__(self, *args, **kwargs):
+        # The cache is a float32 state that Keras must not cast to the
+        # compute dtype with the inputs; `call` casts the sequences.
+        kwargs["autocast"] = False
+        super().__init__(*args, **kwargs)
+
     def build(self, decoder_sequence_shape, encoder_sequence_shape=None):
         shape = decoder_sequence_shape
         hidden_dim = shape[-1]
@@ -171,6 +178,7 @@ class PerformerDecoder(PerformerBlock):
             )
         if decoder_padding_mask is None:
             decoder_padding_mask = mask
+        decoder_sequence = ops.cast(decoder_sequence, self.compute_dtype)
         x = self._residual(
             decoder_sequence,
             lambda x: self._self_attention_layer(
@@ -190,6 +198,7 @@ class PerformerDecoder(PerformerBlock):
         if self_attention_cache is not None:
             x, cache = x
         if has_cross_attention:
+            encoder_sequence = ops.cast(encoder_sequence, self.compute_dtype)
             x = self._residual(
                 x,
                 lambda x: self._cross_attention_layer(
