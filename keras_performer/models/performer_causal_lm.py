@@ -286,6 +286,8 @@ class PerformerCausalLM(keras.Model):
                 f"({self.max_sequence_length}). Received: "
                 f"max_length={max_length}"
             )
+        if not self.built:  # Variables made outside the compiled loop.
+            self.build((None, None))
         key = (sampler, temperature, top_k, seed)
         if key not in self._generate_functions:
             sampler = _make_sampler(sampler, temperature, top_k, seed)

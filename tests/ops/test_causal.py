@@ -9,6 +9,7 @@ from keras_performer.ops import exact_attention
 from keras_performer.ops import favor_attention
 from keras_performer.ops import num_features
 from keras_performer.ops import sample_projection_matrix
+from keras_performer.ops.causal import state_length
 from tests.ops import reference
 from tests.ops.test_favor import random_inputs
 
@@ -235,3 +236,18 @@ def test_bad_chunk_size():
     w = sample_projection_matrix(8, 16, seed=0)
     with pytest.raises(ValueError, match="chunk_size"):
         causal_favor_attention(q, k, v, w, chunk_size=0)
+
+
+def test_state_counts_its_keys():
+    q, k, v = random_inputs(17, length=30)
+    w = sample_projection_matrix(16, 16, seed=0)
+    key_mask = np.ones((2, 30), bool)
+    key_mask[1, 20:] = False
+    _, state = causal_favor_attention(
+        q, k, v, w, key_mask=key_mask, chunk_size=8
+    )
+    np.testing.assert_array_equal(state_length(state), [30, 20])
+    _, state = causal_favor_attention(
+        q[:, :5], k[:, :5], v[:, :5], w, initial_state=state
+    )
+    np.testing.assert_array_equal(state_length(state), [35, 25])
