@@ -6,11 +6,15 @@ memory, and measures the machine's matmul FLOP rate so that each method's
 achieved FLOP/s can be read against it. Each measurement runs in its own
 process, so that peak memory is its own and running out of memory ends that
 process only: a method stops at the first length it cannot hold. Also times
-incremental decoding steps at several positions. Prints a table, writes JSON
-and a log-log plot (PNG).
+incremental decoding steps at several positions, and generation: tokens per
+second of `PerformerCausalLM.generate` against the same-size keras-hub
+exact model (GPT-2's `TransformerDecoder` blocks with their key/value
+cache) at given positions, with the cache each holds. Prints a table,
+writes JSON and a log-log plot (PNG).
 
     python tools/benchmark.py --lengths=1024,8192 --kernels=softmax
     python tools/benchmark.py --decode_positions=10,1000,16000
+    python tools/benchmark.py --lengths= --generate_positions=1000,16000
 
 Runs on CPU and GPU (TensorFlow backend).
 """
@@ -74,6 +78,15 @@ flags.DEFINE_list(
     "decode_positions", [], "Positions at which to time decoding steps."
 )
 flags.DEFINE_integer("decode_steps", 50, "Decoding steps timed per position.")
+flags.DEFINE_list(
+    "generate_positions",
+    [],
+    "Positions at which to time generation (PerformerCausalLM.generate "
+    "against keras-hub's GPT-2 model of the same size).",
+)
+flags.DEFINE_integer("generate_tokens", 64, "Tokens generated per position.")
+flags.DEFINE_integer("generate_layers", 4, "Decoder blocks of both models.")
+flags.DEFINE_integer("generate_vocabulary", 1024, "Vocabulary of both models.")
 flags.DEFINE_integer("matmul_size", 4096, "Size of the FLOP-rate matmul.")
 flags.DEFINE_string("output", "docs/benchmark", "Output path prefix.")
 flags.DEFINE_string("child", None, "Internal: run one measurement (JSON).")
@@ -328,6 +341,90 @@ def measure_decode(config):
     return {"step_ms": 1e3 * seconds, "cache_shape": list(cache.shape)}
 
 
+def _generation_sizes(max_length):
+    hidden_dim = FLAGS.heads * FLAGS.dim
+    return dict(
+        vocabulary_size=FLAGS.generate_vocabulary,
+        num_layers=FLAGS.generate_layers,
+        num_heads=FLAGS.heads,
+        hidden_dim=hidden_dim,
+        intermediate_dim=4 * hidden_dim,
+        max_sequence_length=max_length,
+    )
+
+
+def measure_generate(config):
+    """Runs in the child process: seconds per generated token from a
+    position, and the size of the cache."""
+    import keras
+    import keras_hub
+    import numpy as np
+    import tensorflow as tf
+
+    import keras_performer
+
+    keras.config.set_dtype_policy(FLAGS.dtype)
+    position, steps = config["position"], FLAGS.generate_tokens
+    max_length = position + steps
+    sizes = _generation_sizes(max_length)
+    prompt = np.random.default_rng(0).integers(
+        0, sizes["vocabulary_size"], (FLAGS.batch, position)
+    )
+    if config["method"] == "performer":
+        model = keras_performer.PerformerCausalLM(
+            **sizes,
+            kernel=config["kernel"],
+            num_random_features=FLAGS.features,
+            chunk_size=FLAGS.chunk_size,
+            seed=0,
+        )
+        # The prompt's prefill, as `generate` does it before its loop.
+        _, _, cache = model.call_with_cache(
+            prompt, model.get_initial_cache(FLAGS.batch), 0
+        )
+    else:
+        # keras-hub's GPT-2: TransformerDecoder blocks with a key/value
+        # cache. Its cache holds zeros instead of a prefill, which would
+        # need the quadratic attention matrix of the prompt; the cost of a
+        # step does not depend on the values.
+        model = keras_hub.models.GPT2CausalLM(
+            keras_hub.models.GPT2Backbone(**sizes), preprocessor=None
+        )
+        cache = tf.zeros(
+            (FLAGS.batch, sizes["num_layers"], 2, max_length)
+            + (FLAGS.heads, FLAGS.dim),
+            model.compute_dtype,
+        )
+    # Both models in keras-hub's generation loop, the loop that
+    # `PerformerCausalLM.generate` runs after its prefill.
+    tokens = tf.pad(tf.constant(prompt, "int32"), [[0, 0], [0, steps]])
+    mask = tf.tile(tf.range(max_length)[None, :] < position, (FLAGS.batch, 1))
+    sampler = keras_hub.samplers.GreedySampler()
+
+    @tf.function(jit_compile=FLAGS.compile == "xla")
+    def loop(tokens, cache):
+        def next_logits(tokens, cache, index):
+            token = tokens[:, index - 1 : index]
+            logits, hidden, cache = model.call_with_cache(
+                token, cache, index - 1
+            )
+            return logits[:, 0], hidden[:, 0], cache
+
+        return sampler(
+            next_logits, tokens, cache=cache, index=position, mask=mask
+        )
+
+    seconds, _ = _seconds(loop, tokens, cache)
+    cache_bytes = int(np.prod(cache.shape)) * cache.dtype.size
+    return {
+        "tokens_per_s": steps / seconds,
+        "ms_per_token": 1e3 * seconds / steps,
+        "cache_mb": cache_bytes / 2**20,
+        "cache_shape": list(cache.shape),
+        "peak_gb": _peak_memory_gb(tf),
+    }
+
+
 def measure_matmul(dtype):
     """Runs in the child process: FLOP/s of a square matmul."""
     import tensorflow as tf
@@ -384,6 +481,9 @@ _FORWARDED_FLAGS = (
     "dtype",
     "repeats",
     "decode_steps",
+    "generate_tokens",
+    "generate_layers",
+    "generate_vocabulary",
     "matmul_size",
 )
 
@@ -431,6 +531,35 @@ def _format_table(results, matmul):
             f"{row['forward_backward_s']:>10.4f} {row['peak_gb']:>8.2f} "
             f"{gflops:>12.1f} {percent:>8.1f}%"
         )
+    return "\n".join(lines)
+
+
+def _format_generation(rows):
+    """Generation table: per method and position, with each method's cost
+    per token relative to its first position."""
+    names = {
+        "performer": "PerformerCausalLM",
+        "exact": "keras-hub GPT2CausalLM (exact)",
+    }
+    header = (
+        f"\n{'generation':<34} {'position':>8} {'ms/token':>9} "
+        f"{'tokens/s':>9} {'vs first':>9} {'cache MB':>9}"
+    )
+    lines = [header, "-" * (len(header) - 1)]
+    for method, name in names.items():
+        first = None
+        for row in rows:
+            if row["method"] != method:
+                continue
+            if row["status"] != "ok":
+                lines.append(f"{name:<34} {row['position']:>8} {row['status']}")
+                continue
+            first = first or row["ms_per_token"]
+            lines.append(
+                f"{name:<34} {row['position']:>8} "
+                f"{row['ms_per_token']:>9.2f} {row['tokens_per_s']:>9.1f} "
+                f"{row['ms_per_token'] / first:>8.2f}x {row['cache_mb']:>9.1f}"
+            )
     return "\n".join(lines)
 
 
@@ -488,6 +617,8 @@ def main(argv):
             result = measure_matmul(config["dtype"])
         elif kind == "decode":
             result = measure_decode(config)
+        elif kind == "generate":
+            result = measure_generate(config)
         else:
             result = measure(config)
         print("RESULT " + json.dumps(result), flush=True)
@@ -497,7 +628,13 @@ def main(argv):
     configs = _configs()
     positions = [int(p) for p in FLAGS.decode_positions]
     matmul_dtype = "bfloat16" if "bfloat16" in FLAGS.dtype else "float32"
-    total = 1 + len(configs) * len(lengths) + len(positions)
+    generate_positions = [int(p) for p in FLAGS.generate_positions]
+    total = (
+        1
+        + len(configs) * len(lengths)
+        + len(positions)
+        + 2 * len(generate_positions)
+    )
     _progress(1, total, f"matmul {FLAGS.matmul_size}^2 {matmul_dtype}")
     matmul = {
         matmul_dtype: _run_child({"kind": "matmul", "dtype": matmul_dtype})
@@ -543,6 +680,26 @@ def main(argv):
         if row["status"] == "ok":
             print(f"      {row['step_ms']:.3f} ms per token")
         decode.append(row)
+    generation = []
+    for position in generate_positions:
+        for method in ("performer", "exact"):
+            index += 1
+            _progress(index, total, f"generate ({method}) from {position}")
+            config = {
+                "kind": "generate",
+                "method": method,
+                "kernel": FLAGS.kernels[0] if FLAGS.kernels else "softmax",
+                "position": position,
+            }
+            row = {**config, **_run_child(config)}
+            if row["status"] == "ok":
+                print(
+                    f"      {row['ms_per_token']:.2f} ms per token, cache "
+                    f"{row['cache_mb']:.1f} MB"
+                )
+            else:
+                print(f"      {row['status']}")
+            generation.append(row)
 
     print()
     speedups = _speedups(results)
@@ -561,6 +718,8 @@ def main(argv):
         for row in decode:
             step = row.get("step_ms", float("nan"))
             print(f"{row['position']:>16} {step:>13.3f}")
+    if generation:
+        print(_format_generation(generation))
     os.makedirs(os.path.dirname(FLAGS.output) or ".", exist_ok=True)
     report = {
         "machine": _machine(),
@@ -572,6 +731,7 @@ def main(argv):
         "results": results,
         "speedups": speedups,
         "decode": decode,
+        "generation": generation,
     }
     with open(FLAGS.output + ".json", "w") as file:
         json.dump(report, file, indent=1)

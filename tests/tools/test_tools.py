@@ -140,3 +140,36 @@ def test_profile(layer):
     )
     assert "op type" in stdout
     assert "MatMul" in stdout
+
+
+def test_benchmark_generation(tmp_path):
+    output = os.path.join(tmp_path, "generation")
+    stdout = run_tool(
+        "benchmark.py",
+        "--lengths=",
+        "--generate_positions=16,48",
+        "--generate_tokens=4",
+        "--generate_layers=1",
+        "--generate_vocabulary=32",
+        "--heads=2",
+        "--dim=8",
+        "--features=8",
+        "--repeats=1",
+        "--matmul_size=64",
+        f"--output={output}",
+    )
+    assert "keras-hub GPT2CausalLM (exact)" in stdout
+    with open(output + ".json") as file:
+        rows = json.load(file)["generation"]
+    assert [(r["method"], r["position"]) for r in rows] == [
+        ("performer", 16),
+        ("exact", 16),
+        ("performer", 48),
+        ("exact", 48),
+    ]
+    assert all(r["status"] == "ok" and r["tokens_per_s"] > 0 for r in rows)
+    caches = {(r["method"], r["position"]): r["cache_shape"] for r in rows}
+    # The Performer's cache does not grow; the exact model's does.
+    assert caches[("performer", 16)] == caches[("performer", 48)]
+    assert caches[("performer", 16)] == [1, 1, 2, 8, 11]
+    assert caches[("exact", 48)] == [1, 1, 2, 52, 2, 8]
