@@ -9,6 +9,7 @@ from keras_performer.ops import causal
 from keras_performer.ops import favor
 from keras_performer.ops import feature_maps
 from keras_performer.ops.common import check_positive_int
+from keras_performer.ops.common import check_rate
 from keras_performer.ops.common import check_seed
 from keras_performer.ops.exact import visible_keys
 from keras_performer.ops.projection import PROJECTION_NORMS
@@ -161,11 +162,7 @@ class PerformerAttention(keras.layers.Layer):
         check_positive_int("key_dim", key_dim)
         if value_dim is not None:
             check_positive_int("value_dim", value_dim)
-        if not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
-            raise ValueError(
-                "`dropout` must be a float in [0, 1). "
-                f"Received: dropout={dropout}"
-            )
+        check_rate("dropout", dropout)
         if isinstance(output_shape, (list, tuple)) and len(output_shape) == 1:
             output_shape = output_shape[0]
         if output_shape is not None:
@@ -287,12 +284,8 @@ class PerformerAttention(keras.layers.Layer):
             equation,
             output_shape=output_shape,
             bias_axes=bias_axes if self.use_bias else None,
-            kernel_initializer=self.kernel_initializer.__class__.from_config(
-                self.kernel_initializer.get_config()
-            ),
-            bias_initializer=self.bias_initializer.__class__.from_config(
-                self.bias_initializer.get_config()
-            ),
+            kernel_initializer=clone_initializer(self.kernel_initializer),
+            bias_initializer=clone_initializer(self.bias_initializer),
             kernel_regularizer=self.kernel_regularizer,
             bias_regularizer=self.bias_regularizer,
             activity_regularizer=self.activity_regularizer,
@@ -523,6 +516,12 @@ class PerformerAttention(keras.layers.Layer):
             }
         )
         return config
+
+
+def clone_initializer(initializer):
+    """A fresh instance for each sublayer: one seeded initializer shared by
+    several would give them all the same weights."""
+    return initializer.__class__.from_config(initializer.get_config())
 
 
 def check_performer_options(

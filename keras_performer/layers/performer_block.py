@@ -5,7 +5,9 @@ import keras
 
 from keras_performer.layers.performer_attention import PerformerAttention
 from keras_performer.layers.performer_attention import check_performer_options
+from keras_performer.layers.performer_attention import clone_initializer
 from keras_performer.ops.common import check_positive_int
+from keras_performer.ops.common import check_rate
 
 
 class PerformerBlock(keras.layers.Layer):
@@ -37,11 +39,7 @@ class PerformerBlock(keras.layers.Layer):
     ):
         check_positive_int("intermediate_dim", intermediate_dim)
         check_positive_int("num_heads", num_heads)
-        if not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
-            raise ValueError(
-                "`dropout` must be a float in [0, 1). "
-                f"Received: dropout={dropout}"
-            )
+        check_rate("dropout", dropout)
         check_performer_options(
             kernel=kernel,
             num_random_features=num_random_features,
@@ -85,8 +83,8 @@ class PerformerBlock(keras.layers.Layer):
             num_heads=self.num_heads,
             key_dim=self._head_dim(hidden_dim),
             dropout=self.dropout,
-            kernel_initializer=self._initializer(self.kernel_initializer),
-            bias_initializer=self._initializer(self.bias_initializer),
+            kernel_initializer=clone_initializer(self.kernel_initializer),
+            bias_initializer=clone_initializer(self.bias_initializer),
             kernel=self.kernel,
             num_random_features=self.num_random_features,
             orthogonal=self.orthogonal,
@@ -116,8 +114,8 @@ class PerformerBlock(keras.layers.Layer):
         dense = keras.layers.Dense(
             units,
             activation=activation,
-            kernel_initializer=self._initializer(self.kernel_initializer),
-            bias_initializer=self._initializer(self.bias_initializer),
+            kernel_initializer=clone_initializer(self.kernel_initializer),
+            bias_initializer=clone_initializer(self.bias_initializer),
             dtype=self.dtype_policy,
             name=name,
         )
@@ -140,12 +138,6 @@ class PerformerBlock(keras.layers.Layer):
             "feedforward_output_dense",
         )
         self._feedforward_dropout = self._dropout("feedforward_dropout")
-
-    @staticmethod
-    def _initializer(initializer):
-        # A fresh instance per sublayer: a shared seeded initializer would
-        # give every sublayer the same weights.
-        return initializer.__class__.from_config(initializer.get_config())
 
     def _residual(self, x, sublayer, norm, dropout, training):
         """`x + dropout(sublayer(x))`, with the layer norm before the

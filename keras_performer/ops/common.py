@@ -69,6 +69,13 @@ def check_positive_int(name, value):
         )
 
 
+def check_rate(name, value):
+    if not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ValueError(
+            f"`{name}` must be a float in [0, 1). Received: {name}={value}"
+        )
+
+
 def check_seed(seed):
     if seed is not None and not isinstance(seed, int):
         raise ValueError(

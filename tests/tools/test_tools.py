@@ -63,7 +63,7 @@ def test_benchmark(tmp_path):
         expected = times[("mha", length)] / times[(method, length)]
         assert row["speedup"] == pytest.approx(expected)
         assert row["mode"] == "causal"
-    assert report["decode"][0]["cache_shape"] == [1, 2, 8, 10]
+    assert report["decode"][0]["cache_shape"] == [1, 2, 8, 11]
     assert os.path.getsize(output + ".png") > 0
 
 
