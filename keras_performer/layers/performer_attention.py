@@ -506,16 +506,27 @@ class PerformerAttention(keras.layers.Layer):
                 "bias_constraint": keras.constraints.serialize(
                     self.bias_constraint
                 ),
-                "kernel": self.kernel,
-                "num_random_features": self.num_random_features,
-                "orthogonal": self.orthogonal,
-                "projection_norm": self.projection_norm,
-                "chunk_size": self.chunk_size,
-                "rotary_max_wavelength": self.rotary_max_wavelength,
-                "seed": self.seed,
+                **performer_options(self),
             }
         )
         return config
+
+
+# The Performer arguments of the layers, under the same names in each.
+PERFORMER_OPTIONS = (
+    "kernel",
+    "num_random_features",
+    "orthogonal",
+    "projection_norm",
+    "chunk_size",
+    "rotary_max_wavelength",
+    "seed",
+)
+
+
+def performer_options(layer):
+    """The Performer arguments of a layer, as a dict."""
+    return {name: getattr(layer, name) for name in PERFORMER_OPTIONS}
 
 
 def clone_initializer(initializer):

@@ -6,6 +6,7 @@ import keras
 from keras_performer.layers.performer_attention import PerformerAttention
 from keras_performer.layers.performer_attention import check_performer_options
 from keras_performer.layers.performer_attention import clone_initializer
+from keras_performer.layers.performer_attention import performer_options
 from keras_performer.ops.common import check_positive_int
 from keras_performer.ops.common import check_rate
 
@@ -85,15 +86,13 @@ class PerformerBlock(keras.layers.Layer):
             dropout=self.dropout,
             kernel_initializer=clone_initializer(self.kernel_initializer),
             bias_initializer=clone_initializer(self.bias_initializer),
-            kernel=self.kernel,
-            num_random_features=self.num_random_features,
-            orthogonal=self.orthogonal,
-            projection_norm=self.projection_norm,
-            chunk_size=self.chunk_size,
-            rotary_max_wavelength=self.rotary_max_wavelength
-            if rotary
-            else None,
-            seed=None if self.seed is None else self.seed + seed_offset,
+            **{
+                **performer_options(self),
+                "rotary_max_wavelength": (
+                    self.rotary_max_wavelength if rotary else None
+                ),
+                "seed": None if self.seed is None else self.seed + seed_offset,
+            },
             dtype=self.dtype_policy,
             name=name,
         )
@@ -182,13 +181,7 @@ class PerformerBlock(keras.layers.Layer):
                     self.bias_initializer
                 ),
                 "normalize_first": self.normalize_first,
-                "kernel": self.kernel,
-                "num_random_features": self.num_random_features,
-                "orthogonal": self.orthogonal,
-                "projection_norm": self.projection_norm,
-                "chunk_size": self.chunk_size,
-                "rotary_max_wavelength": self.rotary_max_wavelength,
-                "seed": self.seed,
+                **performer_options(self),
             }
         )
         return config
