@@ -199,12 +199,11 @@ def causal_favor_attention(
         ops.matmul(up_to[:, :, -1:], flat_sums),
         (batch_size, num_heads) + sums_shape,
     )
+    new_keys = ops.sum(ops.cast(key_mask, "float32"), axis=-1)  # [B, 1]
     absorbed = (
         initial_state[..., value_dim + 1 : value_dim + 2]
-        + ops.cast(ops.sum(ops.cast(key_mask, "int32"), axis=-1), "float32")[
-            ..., None, None
-        ]
-    )  # [B, H, F, 1]
+        + new_keys[:, :, None, None]
+    )  # [B, H, F, 1]: keys counted, as the log-scale, along features
     final_state = ops.concatenate(
         [
             final_sums,
