@@ -133,12 +133,12 @@ def causal_favor_attention(
 
     query_parts = feature_maps.feature_parts(query, projection_matrix, kernel)
     key_parts = feature_maps.feature_parts(key, projection_matrix, kernel)
-    query_features = _query_features(query_parts)
+    query_features = feature_maps.query_features(query_parts)
 
     # Running max R_i of the keys' log-features over positions <= i (and
     # the incoming state): key j is scaled by exp(-R_j), and its product
     # with query i >= j by exp(R_j - R_i) <= 1. E_c: R at chunk ends.
-    key_max = feature_maps.row_log_max(key_parts, full=True)
+    key_max = feature_maps.row_log_max(key_parts)
     if key_max is None:
         key_max = ops.zeros((batch_size, num_heads, num_chunks * chunk_size))
     else:
@@ -213,25 +213,6 @@ def causal_favor_attention(
         axis=-1,
     )
     return ops.cast(out, dtype), final_state
-
-
-def causal_features(query, key, projection_matrix, kernel, key_mask):
-    """Features `[B, H, L, F]` of heads-first queries and keys as in the
-    causal form, with one stabilizer over all keys (for inspecting the
-    attention matrix, not for outputs)."""
-    query_parts = feature_maps.feature_parts(query, projection_matrix, kernel)
-    key_parts = feature_maps.feature_parts(key, projection_matrix, kernel)
-    mask = None if key_mask is None else key_mask[:, None, :]
-    key_stabilizer = feature_maps.sequence_log_max(key_parts, True, mask)
-    key_features = feature_maps.features(key_parts, key_stabilizer, mask=mask)
-    return _query_features(query_parts), key_features
-
-
-def _query_features(parts):
-    # A per-query stabilizer cancels exactly: no constant is added.
-    return feature_maps.features(
-        parts, feature_maps.row_log_max(parts, full=True)
-    )
 
 
 def _running_max(x):

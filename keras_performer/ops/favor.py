@@ -28,12 +28,12 @@ def favor_attention(
     exactly: whatever their values, they change nothing. A query that sees
     no key gets a zero output.
 
-    The bidirectional form follows the stabilizer convention of the authors'
-    implementation (for the softmax kernels: per-query max of `W q`, max of
-    `W k` over the valid keys of each sequence and head, `1e-6` added to the
-    features), so outputs match it to float32 round-off. The causal form adds
-    no constant and keeps a running, causal stabilizer (see
-    `causal_favor_attention`), so no output depends on a later key.
+    Both forms compute the same estimator: features are stabilized by
+    maxima that cancel exactly (per query; over the keys a query sees) and
+    nothing is added to them, so the causal output at position `i` equals
+    the bidirectional output over positions `0..i`, a key of large norm does
+    not flush the others, and no causal output depends on a later key (see
+    `causal_favor_attention`).
 
     Args:
         query: tensor of shape `(batch, target_length, heads, dim)`.
@@ -82,7 +82,7 @@ def favor_attention(
     query, key, value, key_mask = check_attention_inputs(
         query, key, value, key_mask, is_causal, projection_matrix
     )
-    query_features, key_features = _bidirectional_features(
+    query_features, key_features = _stabilized_features(
         heads_first(query),
         heads_first(key),
         projection_matrix,
@@ -135,8 +135,7 @@ def favor_attention_scores(
     query, key, _, key_mask = check_attention_inputs(
         query, key, key, key_mask, is_causal, projection_matrix
     )
-    features = causal.causal_features if is_causal else _bidirectional_features
-    query_features, key_features = features(
+    query_features, key_features = _stabilized_features(
         heads_first(query),
         heads_first(key),
         projection_matrix,
@@ -150,18 +149,16 @@ def favor_attention_scores(
     return ops.cast(ops.divide_no_nan(scores, total), dtype)
 
 
-def _bidirectional_features(query, key, projection_matrix, kernel, key_mask):
-    """Features `[B, H, L, F]` of heads-first queries and keys."""
+def _stabilized_features(query, key, projection_matrix, kernel, key_mask):
+    """Features `[B, H, L, F]` of heads-first queries and keys, stabilized
+    exactly: per query, and over the valid keys of each sequence by the max
+    of their whole log-features (`w.k - |k|^2 / 2`), so that a key of large
+    norm does not flush the others to zero. Nothing is added to the
+    features, so the stabilizers cancel (for the causal attention matrix
+    too: the max over all keys is a common factor of each row)."""
     query_parts = feature_maps.feature_parts(query, projection_matrix, kernel)
     key_parts = feature_maps.feature_parts(key, projection_matrix, kernel)
     mask = None if key_mask is None else key_mask[:, None, :]
-    key_stabilizer = feature_maps.sequence_log_max(key_parts, False, mask)
-    query_features = feature_maps.features(
-        query_parts,
-        feature_maps.row_log_max(query_parts, full=False),
-        query_parts.epsilon,
-    )
-    key_features = feature_maps.features(
-        key_parts, key_stabilizer, key_parts.epsilon, mask
-    )
-    return query_features, key_features
+    key_stabilizer = feature_maps.sequence_log_max(key_parts, mask)
+    key_features = feature_maps.features(key_parts, key_stabilizer, mask)
+    return feature_maps.query_features(query_parts), key_features

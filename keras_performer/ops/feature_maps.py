@@ -3,7 +3,7 @@
 Every kernel returns its features in parts, so that the attention forms can
 stabilize them without knowing the kernel:
 
-    phi(x) = factor * exp(logits + log_norm - stabilizer) + epsilon
+    phi(x) = factor * exp(logits + log_norm - stabilizer)
 
 `logits`, `log_norm` and `factor` may be `None`. A stabilizer shared by all
 the keys a query sees cancels between the numerator and the denominator of
@@ -17,18 +17,15 @@ import math
 from keras import ops
 
 FeatureParts = collections.namedtuple(
-    "FeatureParts", ["logits", "log_norm", "factor", "epsilon"]
+    "FeatureParts", ["logits", "log_norm", "factor"]
 )
 FeatureParts.__doc__ = """Parts of `phi(x)`; see the module docstring.
 
-`logits` is `[..., F]` or `[..., 1]`: the bidirectional form takes its
-stabilizer over it alone, as the authors' implementation does. `log_norm` is
-a per-row term `[..., 1]` or a float. `factor` is a `[..., F]` tensor.
-`epsilon` is added in the bidirectional form only.
+`logits` is `[..., F]` or `[..., 1]`. `log_norm` is a per-row term
+`[..., 1]` or a float. `factor` is a `[..., F]` tensor.
 """
 
-# Constants of the authors' implementation (google-research/performer).
-SOFTMAX_EPSILON = 1e-6
+# Constant of the authors' implementation (google-research/performer).
 RELU_EPSILON = 1e-3
 
 
@@ -55,7 +52,6 @@ def _softmax_parts(x, projection_matrix):
         logits=wx,
         log_norm=math.log(scale) - half_squared_norm,
         factor=None,
-        epsilon=scale * SOFTMAX_EPSILON,
     )
 
 
@@ -68,7 +64,6 @@ def _hyperbolic_parts(x, projection_matrix):
         logits=ops.concatenate([wx, -wx], axis=-1),
         log_norm=math.log(scale) - half_squared_norm,
         factor=None,
-        epsilon=scale * SOFTMAX_EPSILON,
     )
 
 
@@ -80,7 +75,6 @@ def _trig_parts(x, projection_matrix):
         logits=half_squared_norm,
         log_norm=-0.5 * math.log(projection_matrix.shape[0]),
         factor=ops.concatenate([ops.sin(wx), ops.cos(wx)], axis=-1),
-        epsilon=0.0,
     )
 
 
@@ -94,7 +88,6 @@ def _relu_parts(x, projection_matrix):
         logits=None,
         log_norm=None,
         factor=features + RELU_EPSILON,
-        epsilon=0.0,
     )
 
 
@@ -130,28 +123,26 @@ def num_features(kernel, num_random_features):
     return _KERNELS[kernel][1] * num_random_features
 
 
-def row_log_max(parts, full):
-    """Max over the feature axis of the log-features, `[..., 1]`: of
-    `logits` alone, or (`full=True`) with the row term, which bounds it (for
-    the softmax kernel `w.x - |x|^2/2 <= |w|^2/2`). `None` for kernels with
-    no exponential factor. No gradient flows through it: stabilizers
-    cancel."""
+def row_log_max(parts):
+    """Max over the feature axis of the log-features, `[..., 1]`: `logits`
+    with the row term, which bounds it (for the softmax kernel
+    `w.x - |x|^2/2 <= |w|^2/2`). `None` for kernels with no exponential
+    factor. No gradient flows through it: stabilizers cancel."""
     if parts.logits is None:
         return None
     log_max = ops.max(parts.logits, axis=-1, keepdims=True)
-    if full and parts.log_norm is not None:
+    if parts.log_norm is not None:
         log_max = log_max + parts.log_norm
     return ops.stop_gradient(log_max)
 
 
-def features(parts, stabilizer, epsilon=0.0, mask=None):
+def features(parts, stabilizer, mask=None):
     """Computes `phi(x)`, stabilized, with rows where `mask` is False zero.
 
     Args:
         parts: `FeatureParts`.
         stabilizer: tensor broadcastable to `parts.logits`, or `None` when
             the kernel has no exponential factor.
-        epsilon: float added after the exponential.
         mask: optional boolean tensor broadcastable to the features' rows
             (without the feature axis).
     """
@@ -168,9 +159,7 @@ def features(parts, stabilizer, epsilon=0.0, mask=None):
         phi = ops.exp(log)
         if parts.factor is not None:
             phi = parts.factor * phi
-        if epsilon:
-            phi = phi + epsilon
-    if mask is not None and (parts.logits is None or epsilon):
+    if mask is not None and parts.logits is None:
         phi = ops.where(mask[..., None], phi, 0.0)
     return phi
 
@@ -180,14 +169,19 @@ def features(parts, stabilizer, epsilon=0.0, mask=None):
 NO_KEYS = -1e30
 
 
-def sequence_log_max(parts, full, mask=None):
+def sequence_log_max(parts, mask=None):
     """Max of the log-features (see `row_log_max`) over the feature axis and
     the rows of each sequence `[B, H, L, F]` where `mask` (`[B, 1, L]`) is
     True: `[B, H, 1, 1]`, `NO_KEYS` where no row is valid. `None` for
     kernels with no exponential factor."""
-    log_max = row_log_max(parts, full)
+    log_max = row_log_max(parts)
     if log_max is None:
         return None
     if mask is not None:
         log_max = ops.where(mask[..., None], log_max, NO_KEYS)
     return ops.max(log_max, axis=2, keepdims=True)
+
+
+def query_features(parts):
+    """`phi(q)` with a per-query stabilizer, which cancels exactly."""
+    return features(parts, row_log_max(parts))
