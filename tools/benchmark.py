@@ -404,7 +404,7 @@ def measure_generate(config):
     @tf.function(jit_compile=FLAGS.compile == "xla")
     def loop(tokens, cache):
         def next_logits(tokens, cache, index):
-            token = tokens[:, index - 1 : index]
+            token = tf.slice(tokens, [0, index - 1], [FLAGS.batch, 1])
             logits, hidden, cache = model.call_with_cache(
                 token, cache, index - 1
             )
