@@ -205,14 +205,13 @@ class PerformerCausalLM(keras.Model):
         """
         if not self.built:
             self.build((None, None))
-        attention = self.blocks[0]._self_attention_layer
-        expected = (self.num_layers,) + tuple(
-            attention.get_initial_cache(1).shape[1:]
-        )
-        if len(cache.shape) != 5 or tuple(cache.shape[1:]) != expected:
+        # One state per block here; each block's attention checks the
+        # shape of its own.
+        if len(cache.shape) != 5 or cache.shape[1] != self.num_layers:
             raise ValueError(
                 "`cache` must come from this model's `get_initial_cache()` "
-                f"or `call_with_cache()`: shape (batch,) + {expected}. "
+                "or `call_with_cache()`: shape (batch, num_layers="
+                f"{self.num_layers}, num_heads, num_features, head_dim + 3). "
                 f"Received: cache.shape={tuple(cache.shape)}"
             )
         x = self.embedding(token_ids, start_index=cache_update_index)

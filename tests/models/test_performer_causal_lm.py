@@ -166,3 +166,6 @@ def test_bad_arguments():
     other = language_model(num_layers=3)
     with pytest.raises(ValueError, match="cache"):
         lm.call_with_cache(ids, other.get_initial_cache(2), 0)
+    other = language_model(num_random_features=32)
+    with pytest.raises(ValueError, match="cache"):
+        lm.call_with_cache(ids, other.get_initial_cache(2), 0)
