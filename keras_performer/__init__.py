@@ -1,5 +1,6 @@
 """Performer (FAVOR+) attention layers for Keras 3."""
 
+from keras_performer import callbacks
 from keras_performer import layers
 from keras_performer import models
 from keras_performer import ops
@@ -16,6 +17,7 @@ __all__ = [
     "PerformerCausalLM",
     "PerformerDecoder",
     "PerformerEncoder",
+    "callbacks",
     "layers",
     "models",
     "ops",

@@ -8,9 +8,11 @@ from keras.src.backend.common.masking import get_keras_mask
 from keras_performer.ops import causal
 from keras_performer.ops import favor
 from keras_performer.ops import feature_maps
+from keras_performer.ops.common import check_draw
 from keras_performer.ops.common import check_positive_int
 from keras_performer.ops.common import check_rate
 from keras_performer.ops.common import check_seed
+from keras_performer.ops.common import concrete_seed
 from keras_performer.ops.exact import visible_keys
 from keras_performer.ops.projection import PROJECTION_NORMS
 from keras_performer.ops.projection import sample_projection_matrix
@@ -27,8 +29,11 @@ class PerformerAttention(keras.layers.Layer):
     self-attention, so `model.add(PerformerAttention(...))` works in a
     `keras.Sequential` model.
 
-    The random projection is a non-trainable weight: it is saved and loaded
-    with the model and never changes unless redrawn on purpose.
+    The random projection is a non-trainable weight, with the seed and the
+    draw number it comes from: all three are saved and loaded with the
+    model, and the projection changes only when redrawn on purpose
+    (`redraw_features`, or the `keras_performer.callbacks.FeatureRedraw`
+    callback during training).
 
     Args:
         num_heads: int. Number of attention heads.
@@ -73,8 +78,13 @@ class PerformerAttention(keras.layers.Layer):
             maximum wavelength, e.g. `10000`) before the feature map; the
             key dimension must be even. Defaults to `None` (no rotary
             embedding).
-        seed: int. Seed of the projection and of dropout. Defaults to
-            `None`.
+        redraw: bool. Whether the projection may be redrawn
+            (`redraw_features`, `FeatureRedraw`); `False` freezes the
+            features. Defaults to `True`.
+        seed: int. Seed of the projection and of dropout. With `None`, the
+            layer picks a seed once and keeps it (in its config and its
+            weights), so that every later draw can be made again. Defaults
+            to `None`.
         **kwargs: base layer arguments, such as `name` and `dtype`.
 
     Call arguments:
@@ -155,6 +165,7 @@ class PerformerAttention(keras.layers.Layer):
         projection_norm="chi",
         chunk_size=causal.DEFAULT_CHUNK_SIZE,
         rotary_max_wavelength=None,
+        redraw=True,
         seed=None,
         **kwargs,
     ):
@@ -180,6 +191,7 @@ class PerformerAttention(keras.layers.Layer):
             projection_norm=projection_norm,
             chunk_size=chunk_size,
             rotary_max_wavelength=rotary_max_wavelength,
+            redraw=redraw,
             seed=seed,
         )
         if rotary_max_wavelength is not None and key_dim % 2:
@@ -215,14 +227,15 @@ class PerformerAttention(keras.layers.Layer):
         self.projection_norm = projection_norm
         self.chunk_size = chunk_size
         self.rotary_max_wavelength = rotary_max_wavelength
-        self.seed = seed
+        self.redraw = redraw
+        self.seed = concrete_seed(seed)
         self._rotary_embedding = None
         if rotary_max_wavelength is not None:
             self._rotary_embedding = keras_hub.layers.RotaryEmbedding(
                 max_wavelength=rotary_max_wavelength, dtype=self.dtype_policy
             )
         self._dropout_layer = keras.layers.Dropout(
-            dropout, seed=seed, dtype=self.dtype_policy
+            dropout, seed=self.seed, dtype=self.dtype_policy
         )
 
     def build(self, query_shape, value_shape=None, key_shape=None):
@@ -278,6 +291,22 @@ class PerformerAttention(keras.layers.Layer):
             trainable=False,
             autocast=False,
         )
+        # What the projection is drawn from, kept with it in checkpoints so
+        # that a restored layer redraws as the saved one would have.
+        self.projection_seed = self.add_weight(
+            name="projection_seed",
+            shape=(),
+            initializer=keras.initializers.Constant(self.seed),
+            dtype="int64",
+            trainable=False,
+        )
+        self.projection_draw = self.add_weight(
+            name="projection_draw",
+            shape=(),
+            initializer="zeros",
+            dtype="int64",
+            trainable=False,
+        )
 
     def _make_dense(self, equation, output_shape, bias_axes, name):
         dense = keras.layers.EinsumDense(
@@ -298,14 +327,70 @@ class PerformerAttention(keras.layers.Layer):
         dense.supports_masking = True
         return dense
 
-    def _sample_projection(self, shape, dtype=None):
+    def _sample_projection(self, shape, dtype=None, seed=None, draw=0):
         return sample_projection_matrix(
             shape[0],
             shape[1],
-            seed=self.seed,
+            seed=self.seed if seed is None else seed,
             orthogonal=self.orthogonal,
             norm=self.projection_norm,
+            draw=draw,
         )
+
+    def redraw_features(self, draw=None):
+        """Replaces the random projection by draw number `draw` of the
+        layer's seed.
+
+        A draw is a pure function of the seed and the draw number, so every
+        replica and worker that redraws gets the same matrix with no
+        communication, and a restored layer gets the matrix it had. The
+        redraw runs eagerly, between training steps; inference never
+        redraws.
+
+        Args:
+            draw: int. The draw number. Defaults to the current one plus
+                one.
+
+        Returns:
+            The draw number now in use.
+
+        Raises:
+            ValueError: when the layer is not built, or frozen
+                (`redraw=False`).
+            RuntimeError: when called inside a compiled function (a
+                `tf.function`, a training step), where a matrix drawn on
+                the host would be frozen into the graph.
+        """
+        if not self.built:
+            raise ValueError(
+                "The layer must be built (called once) before its features "
+                f"are redrawn. Received: layer {self.name}, not built"
+            )
+        if not self.redraw:
+            raise ValueError(
+                f"The features of layer {self.name} are frozen. Set "
+                "`layer.redraw = True` to redraw them. Received: redraw=False"
+            )
+        try:
+            seed = int(ops.convert_to_numpy(self.projection_seed))
+            current = int(ops.convert_to_numpy(self.projection_draw))
+        except (NotImplementedError, TypeError, ValueError) as error:
+            raise RuntimeError(
+                "`redraw_features` runs eagerly, between training steps (as "
+                "the FeatureRedraw callback does): inside a compiled "
+                "function a matrix drawn on the host would be frozen into "
+                f"the graph. Received: a call inside a compiled function "
+                f"for layer {self.name}"
+            ) from error
+        draw = current + 1 if draw is None else draw
+        check_draw(draw)
+        self.projection_matrix.assign(
+            self._sample_projection(
+                self.projection_matrix.shape, seed=seed, draw=draw
+            )
+        )
+        self.projection_draw.assign(draw)
+        return draw
 
     def get_initial_cache(self, batch_size):
         """Returns the decoding state before any token: constant size
@@ -520,6 +605,7 @@ PERFORMER_OPTIONS = (
     "projection_norm",
     "chunk_size",
     "rotary_max_wavelength",
+    "redraw",
     "seed",
 )
 
@@ -542,6 +628,7 @@ def check_performer_options(
     projection_norm,
     chunk_size,
     rotary_max_wavelength,
+    redraw,
     seed,
 ):
     """Validates the Performer arguments of the layers; raises
@@ -560,6 +647,8 @@ def check_performer_options(
     check_positive_int("chunk_size", chunk_size)
     if rotary_max_wavelength is not None:
         check_positive_int("rotary_max_wavelength", rotary_max_wavelength)
+    if not isinstance(redraw, bool):
+        raise ValueError(f"`redraw` must be a bool. Received: redraw={redraw}")
     check_seed(seed)
 
 

@@ -9,6 +9,7 @@ from keras_performer.layers.performer_attention import clone_initializer
 from keras_performer.layers.performer_attention import performer_options
 from keras_performer.ops.common import check_positive_int
 from keras_performer.ops.common import check_rate
+from keras_performer.ops.common import concrete_seed
 
 
 class PerformerBlock(keras.layers.Layer):
@@ -35,6 +36,7 @@ class PerformerBlock(keras.layers.Layer):
         projection_norm="chi",
         chunk_size=128,
         rotary_max_wavelength=None,
+        redraw=True,
         seed=None,
         **kwargs,
     ):
@@ -48,6 +50,7 @@ class PerformerBlock(keras.layers.Layer):
             projection_norm=projection_norm,
             chunk_size=chunk_size,
             rotary_max_wavelength=rotary_max_wavelength,
+            redraw=redraw,
             seed=seed,
         )
         super().__init__(**kwargs)
@@ -66,7 +69,8 @@ class PerformerBlock(keras.layers.Layer):
         self.projection_norm = projection_norm
         self.chunk_size = chunk_size
         self.rotary_max_wavelength = rotary_max_wavelength
-        self.seed = seed
+        self.redraw = redraw
+        self.seed = concrete_seed(seed)
 
     def _head_dim(self, hidden_dim):
         if hidden_dim is None or hidden_dim % self.num_heads:
@@ -91,7 +95,7 @@ class PerformerBlock(keras.layers.Layer):
                 "rotary_max_wavelength": (
                     self.rotary_max_wavelength if rotary else None
                 ),
-                "seed": None if self.seed is None else self.seed + seed_offset,
+                "seed": self.seed + seed_offset,
             },
             dtype=self.dtype_policy,
             name=name,

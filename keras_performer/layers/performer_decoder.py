@@ -47,8 +47,11 @@ class PerformerDecoder(PerformerBlock):
             `128`.
         rotary_max_wavelength: int. Rotary position embedding on the
             self-attention's queries and keys when set. Defaults to `None`.
+        redraw: bool. Whether the projections may be redrawn; `False`
+            freezes the features. Defaults to `True`.
         seed: int. Seed of the random projections (the cross-attention
-            uses `seed + 1`). Defaults to `None`.
+            uses `seed + 1`); with `None` the block picks one and keeps it
+            in its config. Defaults to `None`.
         **kwargs: base layer arguments, such as `name` and `dtype`.
 
     Call arguments:

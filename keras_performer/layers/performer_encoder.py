@@ -44,7 +44,10 @@ class PerformerEncoder(PerformerBlock):
             `128`.
         rotary_max_wavelength: int. Rotary position embedding on queries
             and keys when set. Defaults to `None`.
-        seed: int. Seed of the random projection. Defaults to `None`.
+        redraw: bool. Whether the projection may be redrawn; `False`
+            freezes the features. Defaults to `True`.
+        seed: int. Seed of the random projection; with `None` the block
+            picks one and keeps it in its config. Defaults to `None`.
         **kwargs: base layer arguments, such as `name` and `dtype`.
 
     Call arguments:

@@ -6,6 +6,7 @@ from keras import ops
 
 from keras_performer.layers.performer_decoder import PerformerDecoder
 from keras_performer.ops.common import check_positive_int
+from keras_performer.ops.common import concrete_seed
 
 SAMPLERS = ("greedy", "random", "top_k")
 
@@ -44,8 +45,12 @@ class PerformerCausalLM(keras.Model):
         projection_norm: str. Defaults to `"chi"`.
         chunk_size: int. Tokens per chunk of the causal form. Defaults to
             `128`.
+        redraw: bool. Whether the projections may be redrawn
+            (`keras_performer.callbacks.FeatureRedraw`); `False` freezes the
+            features. Defaults to `True`.
         seed: int. Seed of the random projections (block `i` uses
-            `seed + 2 i`). Defaults to `None`.
+            `seed + 2 i`) and of the embedding initializer; with `None` the
+            model picks one and keeps it in its config. Defaults to `None`.
         **kwargs: base model arguments, such as `name` and `dtype`.
 
     Call arguments:
@@ -87,6 +92,7 @@ class PerformerCausalLM(keras.Model):
         orthogonal=True,
         projection_norm="chi",
         chunk_size=128,
+        redraw=True,
         seed=None,
         **kwargs,
     ):
@@ -115,6 +121,7 @@ class PerformerCausalLM(keras.Model):
             orthogonal=orthogonal,
             projection_norm=projection_norm,
             chunk_size=chunk_size,
+            redraw=redraw,
         )
         super().__init__(**kwargs)
         self.vocabulary_size = vocabulary_size
@@ -131,7 +138,8 @@ class PerformerCausalLM(keras.Model):
         self.orthogonal = orthogonal
         self.projection_norm = projection_norm
         self.chunk_size = chunk_size
-        self.seed = seed
+        self.redraw = redraw
+        self.seed = seed = concrete_seed(seed)
         self.embedding = keras_hub.layers.TokenAndPositionEmbedding(
             vocabulary_size,
             max_sequence_length,
@@ -145,7 +153,7 @@ class PerformerCausalLM(keras.Model):
         self.blocks = [
             PerformerDecoder(
                 **block_options,
-                seed=None if seed is None else seed + 2 * i,
+                seed=seed + 2 * i,
                 dtype=self.dtype_policy,
                 name=f"decoder_block_{i}",
             )
@@ -357,6 +365,7 @@ class PerformerCausalLM(keras.Model):
                 "orthogonal": self.orthogonal,
                 "projection_norm": self.projection_norm,
                 "chunk_size": self.chunk_size,
+                "redraw": self.redraw,
                 "seed": self.seed,
             }
         )

@@ -1,5 +1,7 @@
 """Input checks and layout helpers shared by the attention forms."""
 
+import random
+
 from keras import ops
 
 
@@ -77,10 +79,26 @@ def check_rate(name, value):
 
 
 def check_seed(seed):
-    if seed is not None and not isinstance(seed, int):
+    if seed is not None and (
+        not isinstance(seed, int) or isinstance(seed, bool) or seed < 0
+    ):
         raise ValueError(
-            f"`seed` must be an int or None. Received: seed={seed}"
+            f"`seed` must be a non-negative int or None. Received: seed={seed}"
         )
+
+
+def check_draw(draw):
+    if not isinstance(draw, int) or isinstance(draw, bool) or draw < 0:
+        raise ValueError(
+            f"`draw` must be a non-negative int. Received: draw={draw}"
+        )
+
+
+def concrete_seed(seed):
+    """`seed`, or a new one when it is `None`: drawn from Python's `random`,
+    so `keras.utils.set_random_seed` makes it reproducible. A layer keeps
+    it, so that its later random draws can be made again."""
+    return random.randint(0, 2**31 - 1) if seed is None else seed
 
 
 def lower_triangle(rows, columns=None):

@@ -3,6 +3,7 @@
 import numpy as np
 from keras import ops
 
+from keras_performer.ops.common import check_draw
 from keras_performer.ops.common import check_positive_int
 from keras_performer.ops.common import check_seed
 
@@ -10,15 +11,16 @@ PROJECTION_NORMS = ("chi", "sqrt_d")
 
 
 def sample_projection_matrix(
-    num_features, dim, seed=None, orthogonal=True, norm="chi"
+    num_features, dim, seed=None, orthogonal=True, norm="chi", draw=0
 ):
     """Samples the random projection `W` of the FAVOR+ feature maps.
 
     Orthogonal rows come in blocks of `dim`, each block the transposed `Q` of
     the QR decomposition of a Gaussian `dim x dim` matrix, with the signs
     corrected so that `Q` is uniformly (Haar) distributed (Choromanski et al.
-    2021, Sec. 2.4). The matrix is drawn on the host with NumPy, so the same
-    seed gives the same matrix on every run, machine and Keras backend.
+    2021, Sec. 2.4). The matrix is drawn on the host with NumPy and is a
+    pure function of `(seed, draw)`: the same on every run, replica,
+    machine and Keras backend, with no communication between them.
 
     Args:
         num_features: int. Number of rows `m` (random features).
@@ -32,6 +34,9 @@ def sample_projection_matrix(
             as the norms of Gaussian vectors (unbiased estimator), `"sqrt_d"`
             sets all of them to `sqrt(d)` (lower variance, slightly biased).
             Defaults to `"chi"`.
+        draw: int. Draw number, for redrawing during training: each
+            `(seed, draw)` pair gives its own matrix, and draw `0` is the
+            matrix of `seed` alone. Defaults to `0`.
 
     Returns:
         A float32 tensor of shape `(num_features, dim)`.
@@ -48,11 +53,13 @@ def sample_projection_matrix(
     check_positive_int("num_features", num_features)
     check_positive_int("dim", dim)
     check_seed(seed)
+    check_draw(draw)
     if norm not in PROJECTION_NORMS:
         raise ValueError(
             f"`norm` must be one of {PROJECTION_NORMS}. Received: norm={norm}"
         )
-    rng = np.random.default_rng(seed)
+    # NumPy's SeedSequence pads entropy with zeros: (seed, 0) is seed.
+    rng = np.random.default_rng(None if seed is None else (seed, draw))
     if orthogonal:
         num_blocks = -(-num_features // dim)
         blocks = []

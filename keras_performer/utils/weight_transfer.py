@@ -84,9 +84,9 @@ def _transfer(source, target):
             f"({type(target).__name__})"
         )
     target_weights = target.weights
-    if performer is not None:  # The random projections stay the target's.
+    if performer is not None:  # The random features stay the target's.
         target_weights = [
-            w for w in target_weights if w.name != "projection_matrix"
+            w for w in target_weights if w.name not in _RANDOM_FEATURE_WEIGHTS
         ]
     source_shapes = [tuple(w.shape) for w in source.weights]
     target_shapes = [tuple(w.shape) for w in target_weights]
@@ -99,6 +99,14 @@ def _transfer(source, target):
         source.weights, target_weights, strict=True
     ):
         target_weight.assign(source_weight)
+
+
+# Non-trainable weights of PerformerAttention that MultiHeadAttention lacks.
+_RANDOM_FEATURE_WEIGHTS = (
+    "projection_matrix",
+    "projection_seed",
+    "projection_draw",
+)
 
 
 def _performer_class(layer):
