@@ -19,7 +19,9 @@ weights at the end. One command checks a set-up:
 
 `--weights_output` writes the final weights (NumPy `.npz`); the same
 `--seed`, `--steps` and `--batch_size` (the global batch) give the same
-weights, to round-off, under every strategy.
+weights, to round-off, under every strategy. The step is XLA-compiled with
+one replica (`--jit_compile`). With several workers, the steps run through
+`fit_multi_worker` below, since Keras 3's `fit` fails there.
 """
 
 import hashlib
