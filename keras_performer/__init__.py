@@ -12,6 +12,16 @@ from keras_performer.utils import transfer_weights
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name):
+    # `export` needs TensorFlow: loaded on first use only.
+    if name == "export":
+        import importlib
+
+        return importlib.import_module("keras_performer.export")
+    raise AttributeError(f"module 'keras_performer' has no attribute {name!r}")
+
+
 __all__ = [
     "PerformerAttention",
     "PerformerCausalLM",
