@@ -166,9 +166,6 @@ class PerformerBlock(keras.layers.Layer):
             training,
         )
 
-    def compute_output_shape(self, inputs_shape, *args, **kwargs):
-        return inputs_shape
-
     def get_config(self):
         config = super().get_config()
         config.update(

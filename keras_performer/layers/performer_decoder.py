@@ -150,6 +150,9 @@ class PerformerDecoder(PerformerBlock):
             )
         return self._self_attention_layer.get_initial_cache(batch_size)
 
+    def compute_output_shape(self, decoder_sequence_shape, **kwargs):
+        return decoder_sequence_shape
+
     def call(
         self,
         decoder_sequence,

@@ -99,6 +99,9 @@ class PerformerEncoder(PerformerBlock):
         )
         self._build_feedforward(inputs_shape)
 
+    def compute_output_shape(self, inputs_shape, **kwargs):
+        return inputs_shape
+
     def call(
         self,
         inputs,

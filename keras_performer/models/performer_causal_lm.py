@@ -162,7 +162,10 @@ class PerformerCausalLM(keras.Model):
         self.final_layer_norm = keras.layers.LayerNormalization(
             epsilon=layer_norm_epsilon, dtype=self.dtype_policy, name="norm"
         )
-        self._generate_functions = {}
+        # Compiled generation loops, by sampler. Kept out of Keras's and
+        # TensorFlow's attribute tracking: they are no state of the model,
+        # and a SavedModel cannot hold their samplers and functions.
+        object.__setattr__(self, "_generate_functions", {})
 
     def build(self, token_ids_shape):
         hidden_shape = tuple(token_ids_shape) + (self.hidden_dim,)

@@ -27,6 +27,9 @@ def exported(tmp_path_factory):
         num_random_features=16,
         seed=0,
     )
+    # A model that has generated exports too (its compiled loops are not
+    # saved).
+    model.generate(np.ones((1, 1), "int32"), 4, sampler="random", seed=0)
     path = str(tmp_path_factory.mktemp("lm") / "lm")
     keras_performer.export.export_causal_lm(model, path)
     return model, path

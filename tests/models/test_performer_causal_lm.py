@@ -100,6 +100,14 @@ def test_keras_round_trip(tmp_path):
     )
 
 
+def test_summary_lists_the_blocks(capsys):
+    lm = language_model()
+    lm.build((None, 64))
+    lm.summary()
+    summary = capsys.readouterr().out
+    assert "decoder_block_1" in summary and "(None, 64, 16)" in summary
+
+
 def recall_task(size, rng, length=8, vocabulary=8):
     """Random tokens, then a query token (`vocabulary`): the answer is the
     first token, which only attention can bring to the last position."""

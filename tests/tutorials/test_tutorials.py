@@ -1,0 +1,79 @@
+"""The tutorials, run top to bottom in a Jupyter kernel as a reader runs
+them, with small settings in place of the parameter cell's and
+`tfds.testing.mock_data` in place of the downloads (no dataset host is
+reachable here). The notebooks' own code is what runs."""
+
+import os
+import re
+
+import nbclient
+import nbformat
+import pytest
+
+from tests.tools.test_tools import ROOT
+
+
+def run_notebook(name, parameters, directory, mock_examples):
+    """Executes `tutorials/<name>` in `directory`; returns its text output."""
+    notebook = nbformat.read(os.path.join(ROOT, "tutorials", name), 4)
+    (index,) = [
+        i
+        for i, cell in enumerate(notebook.cells)
+        if "parameters" in cell.metadata.get("tags", [])
+    ]
+    overrides = "\n".join(
+        f"{key} = {value!r}" for key, value in parameters.items()
+    )
+    notebook.cells.insert(index + 1, nbformat.v4.new_code_cell(overrides))
+    notebook.cells.insert(
+        0,
+        nbformat.v4.new_code_cell(
+            "import tensorflow_datasets as tfds\n"
+            f"_mock_data = tfds.testing.mock_data(num_examples={mock_examples})\n"
+            "_mock_data.__enter__()"
+        ),
+    )
+    nbclient.NotebookClient(
+        notebook,
+        timeout=1200,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(directory)}},
+    ).execute()
+    return "\n".join(
+        output.get("text", "")
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.outputs
+    )
+
+
+def number_after(text, words):
+    return float(re.search(re.escape(words) + r"\s*([-+.e\d]+)", text).group(1))
+
+
+def test_image_generation(tmp_path):
+    output_dir = os.path.join(tmp_path, "out")
+    text = run_notebook(
+        "image_generation.ipynb",
+        dict(
+            TRAIN_EXAMPLES=16,
+            TEST_EXAMPLES=8,
+            EPOCHS=1,
+            BATCH_SIZE=8,
+            NUM_LAYERS=1,
+            NUM_HEADS=2,
+            HIDDEN_DIM=16,
+            NUM_RANDOM_FEATURES=8,
+            REDRAW_INTERVAL=1,
+            NUM_SAMPLES=2,
+            OUTPUT_DIR=output_dir,
+        ),
+        tmp_path,
+        mock_examples=16,
+    )
+    assert number_after(text, "baseline:") > 0
+    assert number_after(text, "test:") > 0
+    assert number_after(text, "differ by at most") < 1e-4
+    assert number_after(text, "exact attention") > 0
+    for name in ("samples.png", "completions.png", "saved_model"):
+        assert os.path.exists(os.path.join(output_dir, name)), name
