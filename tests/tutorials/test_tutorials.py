@@ -8,7 +8,6 @@ import re
 
 import nbclient
 import nbformat
-import pytest
 
 from tests.tools.test_tools import ROOT
 
@@ -29,7 +28,8 @@ def run_notebook(name, parameters, directory, mock_examples):
         0,
         nbformat.v4.new_code_cell(
             "import tensorflow_datasets as tfds\n"
-            f"_mock_data = tfds.testing.mock_data(num_examples={mock_examples})\n"
+            "_mock_data = tfds.testing.mock_data("
+            f"num_examples={mock_examples})\n"
             "_mock_data.__enter__()"
         ),
     )
@@ -76,4 +76,34 @@ def test_image_generation(tmp_path):
     assert number_after(text, "differ by at most") < 1e-4
     assert number_after(text, "exact attention") > 0
     for name in ("samples.png", "completions.png", "saved_model"):
+        assert os.path.exists(os.path.join(output_dir, name)), name
+
+
+def test_text_classification(tmp_path):
+    output_dir = os.path.join(tmp_path, "out")
+    text = run_notebook(
+        "text_classification.ipynb",
+        dict(
+            TRAIN_EXAMPLES=32,
+            TEST_EXAMPLES=16,
+            VOCABULARY_SIZE=200,
+            SEQUENCE_LENGTH=32,
+            EPOCHS=1,
+            BATCH_SIZE=8,
+            NUM_LAYERS=1,
+            NUM_HEADS=2,
+            HIDDEN_DIM=16,
+            NUM_RANDOM_FEATURES=8,
+            REDRAW_INTERVAL=1,
+            TIMING_LENGTH=64,
+            OUTPUT_DIR=output_dir,
+        ),
+        tmp_path,
+        mock_examples=32,
+    )
+    for words in ("Performer test accuracy:", "exact attention test accuracy:"):
+        assert 0 <= number_after(text, words) <= 1
+    assert number_after(text, "differ by at most") < 1e-4
+    assert number_after(text, "tokens: Performer") > 0
+    for name in ("comparison.png", "saved_model"):
         assert os.path.exists(os.path.join(output_dir, name)), name
