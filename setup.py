@@ -28,9 +28,24 @@ setup(
         "numpy",
     ],
     extras_require={
-        "tools": ["matplotlib"],
-        "tests": ["pytest", "matplotlib"],
-        "dev": ["pytest", "matplotlib", "ruff"],
+        "tools": ["matplotlib", "nbformat", "mlxtend"],
+        "tests": [
+            "pytest",
+            "matplotlib",
+            "nbformat",
+            "nbclient",
+            "ipykernel",
+            "mlxtend",
+        ],
+        "dev": [
+            "pytest",
+            "matplotlib",
+            "nbformat",
+            "nbclient",
+            "ipykernel",
+            "mlxtend",
+            "ruff",
+        ],
     },
     classifiers=[
         "Programming Language :: Python :: 3",

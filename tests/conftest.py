@@ -5,6 +5,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+# Property tests: a few examples each in CI, many by hand
+# (HYPOTHESIS_PROFILE=thorough). No deadline: the first call of an op
+# traces it.
+settings.register_profile("ci", max_examples=12, deadline=None)
+settings.register_profile("thorough", max_examples=300, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 DATA_DIR = os.path.join(os.path.dirname(__file__), "data")
 

@@ -432,6 +432,15 @@ class PerformerAttention(keras.layers.Layer):
         # several tensors; with the query alone, read its mask here.
         if query_mask is None:
             query_mask = get_keras_mask(query)
+        for name, x in (("query", query), ("value", value), ("key", key)):
+            if x is not None and len(x.shape) != 3:
+                raise ValueError(
+                    f"`{name}` must have rank 3 (batch, length, dim). "
+                    f"Received: {name}.shape={tuple(x.shape)}"
+                )
+        _check_mask("query_mask", query_mask, query)
+        _check_mask("value_mask", value_mask, value)
+        _check_mask("key_mask", key_mask, key if key is not None else value)
         if value is None:
             value = query
             value_mask = query_mask if value_mask is None else value_mask
@@ -470,6 +479,7 @@ class PerformerAttention(keras.layers.Layer):
             )
         unsupported_mask = None
         if attention_mask is not None:
+            _check_mask("attention_mask", attention_mask, query, key)
             padding = _padding_masks(attention_mask, is_causal)
             query_valid = _and(query_valid, padding[0])
             key_valid = _and(key_valid, padding[1])
@@ -660,6 +670,25 @@ def _and(a, b):
     if a is None or b is None:
         return b if a is None else a
     return ops.logical_and(a, b)
+
+
+def _check_mask(name, mask, sequence, keys=None):
+    """Raises `ValueError` unless `mask` (if any) has shape `(batch,
+    length)` of `sequence`, or `(batch, length, key length)` with `keys`."""
+    if mask is None or sequence is None:
+        return
+    expected = tuple(sequence.shape[:2])
+    if keys is not None:
+        expected += (keys.shape[1],)
+    shape = tuple(mask.shape)
+    if len(shape) != len(expected) or any(
+        a is not None and b is not None and a != b
+        for a, b in zip(shape, expected, strict=True)
+    ):
+        raise ValueError(
+            f"`{name}` must have shape {expected}. Received: "
+            f"{name}.shape={shape}"
+        )
 
 
 def _padding_masks(attention_mask, is_causal):

@@ -25,6 +25,7 @@ from keras_performer.ops.common import check_attention_inputs
 from keras_performer.ops.common import check_positive_int
 from keras_performer.ops.common import heads_first
 from keras_performer.ops.common import lower_triangle
+from keras_performer.ops.common import normalize
 from keras_performer.ops.common import with_ones
 
 DEFAULT_CHUNK_SIZE = 128
@@ -98,13 +99,20 @@ def causal_favor_attention(
         query, key, value, key_mask, True, projection_matrix
     )
     batch_size, length, num_heads, _ = ops.shape(key)
+    if batch_size is None:  # Symbolic inputs: the reshapes infer it.
+        batch_size = -1
     value_dim = value.shape[-1]
     if initial_state is None:
-        initial_state = empty_state(
-            batch_size,
-            num_heads,
-            feature_maps.num_features(kernel, projection_matrix.shape[0]),
-            value_dim,
+        # Broadcast over the batch from `key`: its size may be unknown
+        # (symbolic inputs).
+        initial_state = (
+            empty_state(
+                1,
+                key.shape[2],
+                feature_maps.num_features(kernel, projection_matrix.shape[0]),
+                value_dim,
+            )
+            + ops.zeros_like(key[:, :1, :, :1])[:, 0, :, :, None]
         )
     initial_state = ops.cast(initial_state, "float32")
 
@@ -115,14 +123,15 @@ def causal_favor_attention(
     # Without padding of any kind, no mask: it would cost passes.
     masked = key_mask is not None or not isinstance(padding, int) or padding
     if key_mask is None:
-        key_mask = ops.ones((batch_size, length), dtype="bool")
+        key_mask = ops.ones_like(key[:, :, 0, 0], dtype="bool")
     query, key, value = (
         heads_first(ops.pad(x, [(0, 0), (0, padding), (0, 0), (0, 0)]))
         for x in (query, key, value)
     )
     key_mask = ops.pad(key_mask, [(0, 0), (0, padding)], constant_values=False)
     key_mask = key_mask[:, None, :]  # [B, 1, L]: rows of [B, H, L, F]
-    num_chunks = (length + padding) // chunk_size
+    padded_length = length + padding
+    num_chunks = padded_length // chunk_size
 
     def to_chunks(x):  # [B, H, L, ...] -> [B, H, N, C, ...]
         return ops.reshape(
@@ -140,7 +149,7 @@ def causal_favor_attention(
     # with query i >= j by exp(R_j - R_i) <= 1. E_c: R at chunk ends.
     key_max = feature_maps.row_log_max(key_parts)
     if key_max is None:
-        key_max = ops.zeros((batch_size, num_heads, num_chunks * chunk_size))
+        key_max = ops.zeros_like(key[..., 0])  # [B, H, padded length]
     else:
         key_max = ops.where(key_mask, key_max[..., 0], feature_maps.NO_KEYS)
     inner_max = _running_max(to_chunks(key_max))  # [B, H, N, C]
@@ -151,7 +160,7 @@ def causal_favor_attention(
     running_max = ops.maximum(chunk_end_max[..., :-1, None], inner_max)
     key_features = feature_maps.features(
         key_parts,
-        ops.reshape(running_max, (batch_size, num_heads, -1, 1)),
+        ops.reshape(running_max, (batch_size, num_heads, padded_length, 1)),
         mask=key_mask if masked else None,
     )
     query_chunks = to_chunks(query_features)
@@ -182,8 +191,11 @@ def causal_favor_attention(
     up_to = ops.exp(
         ops.where(lower_triangle(num_chunks + 1), up_to, float("-inf"))
     )  # [B, H, N + 1, N + 1]: rows are chunk starts, then the end.
-    flat_sums = ops.reshape(sums, (batch_size, num_heads, num_chunks + 1, -1))
     sums_shape = tuple(sums.shape[3:])  # (F, value_dim + 1)
+    flat_sums = ops.reshape(
+        sums,
+        (batch_size, num_heads, num_chunks + 1, sums_shape[0] * sums_shape[1]),
+    )
     prefix_sums = ops.reshape(
         ops.matmul(up_to[:, :, :-1], flat_sums),
         (batch_size, num_heads, num_chunks) + sums_shape,
@@ -192,8 +204,8 @@ def causal_favor_attention(
     out += from_chunk_start[..., None] * ops.matmul(query_chunks, prefix_sums)
 
     numerator, denominator = ops.split(out, [value_dim], axis=-1)
-    out = ops.divide_no_nan(numerator, denominator)
-    out = ops.reshape(out, (batch_size, num_heads, -1, value_dim))
+    out = normalize(numerator, denominator)
+    out = ops.reshape(out, (batch_size, num_heads, padded_length, value_dim))
     out = heads_first(out[:, :, :length])
     final_sums = ops.reshape(
         ops.matmul(up_to[:, :, -1:], flat_sums),
@@ -219,4 +231,4 @@ def _running_max(x):
     """Max over `x[..., :i + 1]` for each `i`, for `x` of shape `[..., N]`."""
     earlier_or_same = lower_triangle(ops.shape(x)[-1])  # [i, j]
     candidates = ops.where(earlier_or_same, x[..., None, :], float("-inf"))
-    return ops.max(candidates, axis=-1)
+    return ops.max(candidates, axis=-1, initial=feature_maps.NO_KEYS)

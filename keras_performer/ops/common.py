@@ -115,6 +115,24 @@ def heads_first(x):
     return ops.transpose(x, (0, 2, 1, 3))
 
 
+# Below it a denominator `q'.sum(k')` means the query met no key mass: only
+# padding, or features that all underflow (inputs of extreme norms, where
+# the random-feature estimate means nothing). Its gradient, out / den,
+# stays far from float32 overflow.
+TINY_DENOMINATOR = 1e-20
+
+
+def normalize(numerator, denominator):
+    """`numerator / denominator`, zero where the denominator is at most
+    `TINY_DENOMINATOR` in magnitude, with finite gradients where the inputs
+    are finite."""
+    # The trigonometric kernel's denominators can be negative. Written with
+    # `<=` so that a NaN denominator stays NaN.
+    unseen = ops.abs(denominator) <= TINY_DENOMINATOR
+    safe = ops.where(unseen, 1.0, denominator)
+    return ops.where(unseen, 0.0, numerator / safe)
+
+
 def with_ones(x):
     """Appends a column of ones on the last axis."""
     return ops.concatenate([x, ops.ones_like(x[..., :1])], axis=-1)

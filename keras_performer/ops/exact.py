@@ -40,7 +40,8 @@ def exact_attention(query, key, value, is_causal=False, key_mask=None):
     if key_mask is not None:
         mask = ops.logical_and(mask, key_mask[:, None, None, :])
     scores = ops.where(mask, scores, -1e30)
-    weights = ops.exp(scores - ops.max(scores, axis=-1, keepdims=True))
+    largest = ops.max(scores, axis=-1, keepdims=True, initial=float("-inf"))
+    weights = ops.exp(scores - largest)
     weights = ops.where(mask, weights, 0.0)
     out = ops.einsum("bhts,bshd->bthd", weights, value)
     total = ops.transpose(ops.sum(weights, axis=-1), (0, 2, 1))

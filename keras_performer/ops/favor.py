@@ -7,6 +7,7 @@ from keras_performer.ops import causal
 from keras_performer.ops import feature_maps
 from keras_performer.ops.common import check_attention_inputs
 from keras_performer.ops.common import heads_first
+from keras_performer.ops.common import normalize
 from keras_performer.ops.common import with_ones
 from keras_performer.ops.exact import visible_keys
 
@@ -101,7 +102,7 @@ def favor_attention(
         [value_dim],
         axis=-1,
     )
-    out = ops.divide_no_nan(numerator, denominator)
+    out = normalize(numerator, denominator)
     return ops.cast(heads_first(out), dtype)
 
 
@@ -146,7 +147,7 @@ def favor_attention_scores(
     mask = visible_keys(ops.shape(query)[1], ops.shape(key)[1], is_causal)
     scores = ops.where(mask, scores, 0.0)
     total = ops.sum(scores, axis=-1, keepdims=True)
-    return ops.cast(ops.divide_no_nan(scores, total), dtype)
+    return ops.cast(normalize(scores, total), dtype)
 
 
 def _stabilized_features(query, key, projection_matrix, kernel, key_mask):

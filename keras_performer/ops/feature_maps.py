@@ -130,7 +130,9 @@ def row_log_max(parts):
     factor. No gradient flows through it: stabilizers cancel."""
     if parts.logits is None:
         return None
-    log_max = ops.max(parts.logits, axis=-1, keepdims=True)
+    # `initial` only lets an empty batch through (an eager check of
+    # Keras's max rejects empty tensors); no log value is below it.
+    log_max = ops.max(parts.logits, axis=-1, keepdims=True, initial=NO_KEYS)
     if parts.log_norm is not None:
         log_max = log_max + parts.log_norm
     return ops.stop_gradient(log_max)
@@ -179,7 +181,7 @@ def sequence_log_max(parts, mask=None):
         return None
     if mask is not None:
         log_max = ops.where(mask[..., None], log_max, NO_KEYS)
-    return ops.max(log_max, axis=2, keepdims=True)
+    return ops.max(log_max, axis=2, keepdims=True, initial=NO_KEYS)
 
 
 def query_features(parts):

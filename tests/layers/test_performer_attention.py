@@ -369,3 +369,162 @@ def test_bad_shapes():
     layer = PerformerAttention(num_heads=2, key_dim=8)
     with pytest.raises(ValueError, match="same length"):
         layer(inputs(length=4), inputs(length=5), inputs(length=6))
+
+
+EXTREME_CASES = [
+    "large",
+    "zeros",
+    "all_masked",
+    "length_1",
+    "odd_length",
+    "batch_0",
+]
+
+
+def extreme_inputs(case):
+    """Inputs `(batch, 37, 16)` (chunks of 16: not a multiple) and a mask."""
+    x = inputs(7, length=37)
+    mask = None
+    if case == "large":
+        x = 100 * x
+    elif case == "zeros":
+        x = np.zeros_like(x)
+    elif case == "all_masked":
+        mask = np.zeros(x.shape[:2], bool)
+    elif case == "length_1":
+        x = x[:, :1]
+    elif case == "batch_0":
+        x = x[:0]
+    return tf.constant(x), mask
+
+
+def outputs_and_gradients(kernel, is_causal, case):
+    layer = PerformerAttention(
+        num_heads=2, key_dim=8, kernel=kernel, chunk_size=16, seed=0
+    )
+    x, mask = extreme_inputs(case)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        out = layer(
+            x, x, query_mask=mask, value_mask=mask, use_causal_mask=is_causal
+        )
+        loss = tf.reduce_sum(tf.cast(out, "float32") ** 2)
+    gradients = tape.gradient(loss, [x] + layer.trainable_weights)
+    return np.asarray(out, "float32"), [
+        np.asarray(g, "float32") for g in gradients
+    ]
+
+
+@pytest.mark.parametrize("case", EXTREME_CASES)
+@pytest.mark.parametrize("is_causal", [False, True])
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_extreme_inputs_give_finite_outputs_and_gradients(
+    kernel, is_causal, case
+):
+    out, gradients = outputs_and_gradients(kernel, is_causal, case)
+    x, _ = extreme_inputs(case)
+    assert out.shape == tuple(x.shape)
+    assert np.all(np.isfinite(out))
+    for gradient in gradients:
+        assert np.all(np.isfinite(gradient))
+
+
+@pytest.mark.parametrize(
+    "mixed_policy", ["mixed_float16", "mixed_bfloat16"], indirect=True
+)
+@pytest.mark.parametrize("case", EXTREME_CASES)
+@pytest.mark.parametrize("is_causal", [False, True])
+@pytest.mark.parametrize("kernel", ["softmax", "hyperbolic", "relu"])
+def test_extreme_inputs_under_mixed_precision(
+    mixed_policy, kernel, is_causal, case
+):
+    out, gradients = outputs_and_gradients(kernel, is_causal, case)
+    assert np.all(np.isfinite(out))
+    if mixed_policy == "mixed_float16" and case == "large":
+        # float16 gradients of a loss this large overflow without loss
+        # scaling (keras.optimizers.LossScaleOptimizer, which fit uses);
+        # MultiHeadAttention's outputs already overflow here.
+        return
+    for gradient in gradients:
+        assert np.all(np.isfinite(gradient))
+
+
+def test_a_nan_input_spoils_its_own_sequence_only():
+    x = inputs(8, length=12)
+    layer = PerformerAttention(num_heads=2, key_dim=8, seed=0)
+    clean = np.asarray(layer(x))
+    x[0, 3, 0] = np.nan
+    out = np.asarray(layer(x))
+    assert np.all(np.isnan(out[0]))
+    np.testing.assert_array_equal(out[1], clean[1])
+
+
+@pytest.mark.parametrize(
+    "arguments, match",
+    [
+        ({"query_mask": np.ones((2, 5), bool)}, "query_mask"),
+        ({"value_mask": np.ones((2, 5), bool)}, "value_mask"),
+        ({"key_mask": np.ones((2, 32, 1), bool)}, "key_mask"),
+        ({"attention_mask": np.ones((2, 32, 5), bool)}, "attention_mask"),
+    ],
+)
+def test_a_mask_of_the_wrong_shape_is_named(arguments, match):
+    x = inputs()
+    layer = PerformerAttention(num_heads=2, key_dim=8, seed=0)
+    with pytest.raises(ValueError, match=match):
+        layer(x, x, **arguments)
+    layer(x)
+    with pytest.raises(ValueError, match="`query` must have rank 3"):
+        layer(x[0])
+
+
+def test_configs_are_checked_and_never_executed(tmp_path):
+    config = PerformerAttention(num_heads=2, key_dim=8, seed=0).get_config()
+    # Keras wraps the layer's ValueError into a TypeError naming the class.
+    with pytest.raises((TypeError, ValueError), match="kernel=gaussian"):
+        PerformerAttention.from_config({**config, "kernel": "gaussian"})
+    model = keras.Sequential(
+        [
+            keras.Input((8, 16)),
+            keras_performer.PerformerEncoder(16, 2, activation=lambda x: x),
+        ]
+    )
+    path = os.path.join(tmp_path, "lambda.keras")
+    model.save(path)
+    with pytest.raises(ValueError, match="(?i)lambda|unsafe"):
+        keras.saving.load_model(path, safe_mode=True)
+
+
+def test_a_seed_gives_the_same_outputs_in_every_process():
+    import random
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np, keras, keras_performer;"
+        "layer = keras_performer.PerformerAttention(2, 8, seed=3, "
+        "kernel_initializer=keras.initializers.GlorotUniform(seed=1));"
+        "x = np.random.default_rng(0).normal(size=(2, 32, 16));"
+        "print(repr(np.asarray(layer(x.astype('float32'))).tobytes().hex()))"
+    )
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True
+        ).stdout
+        for _ in range(2)
+    ]
+    assert runs[0] and runs[0] == runs[1]
+    # Here too, and with Python's and NumPy's global random states left as
+    # they were.
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    layer = PerformerAttention(
+        2,
+        8,
+        seed=3,
+        kernel_initializer=keras.initializers.GlorotUniform(seed=1),
+    )
+    x = np.random.default_rng(0).normal(size=(2, 32, 16)).astype("float32")
+    here = np.asarray(layer(x)).tobytes().hex()
+    assert repr(here) == runs[0].strip()
+    assert random.getstate() == python_state
+    np.testing.assert_array_equal(np.random.get_state()[1], numpy_state[1])

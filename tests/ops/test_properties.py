@@ -1,0 +1,189 @@
+"""Property-based tests of the FAVOR forms (hypothesis) over shapes, masks,
+kernels, chunk sizes and modes. The trigonometric kernel is left out: its
+denominators can vanish, so its outputs have no tolerance to test
+against (its examples are in test_favor.py and test_causal.py).
+
+Profiles: `ci` (the default, a few examples per property) and `thorough`
+(`HYPOTHESIS_PROFILE=thorough pytest tests/ops/test_properties.py`)."""
+
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+
+from keras_performer.ops import POSITIVE_KERNELS
+from keras_performer.ops import causal_favor_attention
+from keras_performer.ops import favor_attention
+from keras_performer.ops import sample_projection_matrix
+from tests.ops import reference
+
+KERNELS = sorted(set(POSITIVE_KERNELS) | {"relu"})
+TOLERANCE = dict(atol=2e-5, rtol=2e-4)
+
+
+@st.composite
+def problems(draw, min_length=1):
+    """Inputs, projection, key mask (or None), kernel and chunk size."""
+    batch = draw(st.integers(1, 2))
+    length = draw(st.integers(min_length, 40))
+    heads = draw(st.integers(1, 2))
+    dim = draw(st.sampled_from([2, 4, 8]))
+    value_dim = draw(st.integers(1, 5))
+    scale = draw(st.sampled_from([0.1, 0.5, 1.0, 2.0]))
+    seed = draw(st.integers(0, 2**16))
+    rng = np.random.default_rng(seed)
+    q, k = (
+        (scale * rng.normal(size=(batch, length, heads, dim))).astype("f")
+        for _ in range(2)
+    )
+    v = rng.normal(size=(batch, length, heads, value_dim)).astype("float32")
+    mask = None
+    if draw(st.booleans()):
+        mask = rng.random((batch, length)) < draw(st.sampled_from([0.3, 0.8]))
+    return dict(
+        q=q,
+        k=k,
+        v=v,
+        w=sample_projection_matrix(
+            draw(st.sampled_from([4, 16])), dim, seed=seed
+        ),
+        mask=mask,
+        kernel=draw(st.sampled_from(KERNELS)),
+        chunk_size=draw(st.integers(1, 16)),
+    )
+
+
+def attend(p, is_causal, q=None, k=None, v=None, mask="same"):
+    return np.asarray(
+        favor_attention(
+            p["q"] if q is None else q,
+            p["k"] if k is None else k,
+            p["v"] if v is None else v,
+            p["w"],
+            kernel=p["kernel"],
+            is_causal=is_causal,
+            key_mask=p["mask"] if isinstance(mask, str) else mask,
+            chunk_size=p["chunk_size"],
+        )
+    )
+
+
+def full_mask(p):
+    return np.ones(p["k"].shape[:2], bool) if p["mask"] is None else p["mask"]
+
+
+@given(problems(), st.booleans())
+def test_equals_the_quadratic_form_of_the_same_features(p, is_causal):
+    length = p["k"].shape[1]
+    mask = full_mask(p)[:, None, None, :]
+    if is_causal:
+        mask = mask * np.tril(np.ones((length, length)))
+    expected = reference.quadratic_attention(
+        reference.features(p["q"], p["w"], p["kernel"]),
+        reference.features(p["k"], p["w"], p["kernel"]),
+        p["v"],
+        mask,
+    )
+    np.testing.assert_allclose(attend(p, is_causal), expected, **TOLERANCE)
+
+
+@given(problems(), st.booleans(), st.integers(1, 9))
+def test_padding_changes_nothing(p, is_causal, extra):
+    rng = np.random.default_rng(extra)
+
+    def padded(x):
+        noise = 3 * rng.normal(size=(x.shape[0], extra) + x.shape[2:])
+        return np.concatenate([x, noise.astype("float32")], axis=1)
+
+    mask = np.concatenate(
+        [full_mask(p), np.zeros((p["k"].shape[0], extra), bool)], axis=1
+    )
+    out = attend(
+        p, is_causal, padded(p["q"]), padded(p["k"]), padded(p["v"]), mask
+    )
+    length = p["k"].shape[1]
+    np.testing.assert_allclose(
+        out[:, :length], attend(p, is_causal), **TOLERANCE
+    )
+
+
+@given(problems(min_length=2), st.data())
+def test_causal_outputs_do_not_depend_on_later_positions(p, data):
+    length = p["k"].shape[1]
+    position = data.draw(st.integers(0, length - 2))
+    rng = np.random.default_rng(position)
+    changed = {}
+    for name in ("q", "k", "v"):
+        x = p[name].copy()
+        x[:, position + 1 :] = 5 * rng.normal(size=x[:, position + 1 :].shape)
+        changed[name] = x
+    out = attend(p, True, **changed)
+    np.testing.assert_allclose(
+        out[:, : position + 1],
+        attend(p, True)[:, : position + 1],
+        **TOLERANCE,
+    )
+
+
+@given(problems(), st.integers(0, 2**16))
+def test_bidirectional_is_invariant_to_key_order(p, seed):
+    order = np.random.default_rng(seed).permutation(p["k"].shape[1])
+    out = attend(
+        p,
+        False,
+        k=p["k"][:, order],
+        v=p["v"][:, order],
+        mask=None if p["mask"] is None else p["mask"][:, order],
+    )
+    np.testing.assert_allclose(out, attend(p, False), **TOLERANCE)
+
+
+@given(problems(min_length=2), st.data())
+def test_streaming_equals_the_full_pass(p, data):
+    length = p["k"].shape[1]
+    cut = data.draw(st.integers(1, length - 1))
+    options = dict(kernel=p["kernel"], chunk_size=p["chunk_size"])
+    mask = full_mask(p)
+    full, full_state = causal_favor_attention(
+        p["q"], p["k"], p["v"], p["w"], key_mask=mask, **options
+    )
+    first, state = causal_favor_attention(
+        p["q"][:, :cut],
+        p["k"][:, :cut],
+        p["v"][:, :cut],
+        p["w"],
+        key_mask=mask[:, :cut],
+        **options,
+    )
+    second, final_state = causal_favor_attention(
+        p["q"][:, cut:],
+        p["k"][:, cut:],
+        p["v"][:, cut:],
+        p["w"],
+        key_mask=mask[:, cut:],
+        initial_state=state,
+        **options,
+    )
+    np.testing.assert_allclose(
+        np.concatenate([first, second], axis=1), full, **TOLERANCE
+    )
+    # States may differ in scale; the keys counted may not.
+    np.testing.assert_array_equal(
+        np.asarray(final_state)[..., -2], np.asarray(full_state)[..., -2]
+    )
+
+
+@given(problems(), st.data())
+def test_causal_row_equals_bidirectional_prefix(p, data):
+    i = data.draw(st.integers(0, p["k"].shape[1] - 1))
+    mask = None if p["mask"] is None else p["mask"][:, : i + 1]
+    prefix = attend(
+        p,
+        False,
+        q=p["q"][:, i : i + 1],
+        k=p["k"][:, : i + 1],
+        v=p["v"][:, : i + 1],
+        mask=mask,
+    )
+    np.testing.assert_allclose(
+        attend(p, True)[:, i : i + 1], prefix, **TOLERANCE
+    )
