@@ -6,6 +6,16 @@ from setuptools import find_packages
 from setuptools import setup
 
 HERE = pathlib.Path(__file__).parent
+# The tests also run the tutorials (Jupyter kernel) and the tools.
+TEST_REQUIREMENTS = [
+    "pytest",
+    "hypothesis",
+    "matplotlib",
+    "nbformat",
+    "nbclient",
+    "ipykernel",
+    "mlxtend",
+]
 
 setup(
     name="keras-performer",
@@ -29,23 +39,8 @@ setup(
     ],
     extras_require={
         "tools": ["matplotlib", "nbformat", "mlxtend"],
-        "tests": [
-            "pytest",
-            "matplotlib",
-            "nbformat",
-            "nbclient",
-            "ipykernel",
-            "mlxtend",
-        ],
-        "dev": [
-            "pytest",
-            "matplotlib",
-            "nbformat",
-            "nbclient",
-            "ipykernel",
-            "mlxtend",
-            "ruff",
-        ],
+        "tests": TEST_REQUIREMENTS,
+        "dev": TEST_REQUIREMENTS + ["ruff"],
     },
     classifiers=[
         "Programming Language :: Python :: 3",

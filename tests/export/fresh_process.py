@@ -67,6 +67,30 @@ def saved_model_cli(*args):
     return done.stdout
 
 
+def saved_model_cli_run(path, signature, option, inputs, outdir):
+    """`saved_model_cli run` of one signature, `option` `--inputs` (`.npy`
+    files) or `--input_exprs` (Python literals); returns its outputs."""
+    import numpy as np
+
+    saved_model_cli(
+        "run",
+        "--dir",
+        path,
+        "--tag_set",
+        "serve",
+        "--signature_def",
+        signature,
+        option,
+        inputs,
+        "--outdir",
+        outdir,
+    )
+    return {
+        name[: -len(".npy")]: np.load(os.path.join(outdir, name))
+        for name in os.listdir(outdir)
+    }
+
+
 def graph_ops(path):
     from tensorflow.core.protobuf import saved_model_pb2
 

@@ -10,6 +10,7 @@ import tensorflow as tf
 
 import keras_performer
 from tests.export.fresh_process import saved_model_cli
+from tests.export.fresh_process import saved_model_cli_run
 from tests.export.fresh_process import serve_in_fresh_process
 
 PROMPT = 8
@@ -75,24 +76,12 @@ def test_rest_request_body_fits_the_signature(tmp_path, exported):
     """The README's `{"inputs": {"token_ids": [[...]]}}` for `prefill`."""
     model, path = exported
     outdir = os.path.join(tmp_path, "cli")
-    saved_model_cli(
-        "run",
-        "--dir",
-        path,
-        "--tag_set",
-        "serve",
-        "--signature_def",
-        "prefill",
-        "--input_exprs",
-        "token_ids=[[5, 17, 2]]",
-        "--outdir",
-        outdir,
+    outputs = saved_model_cli_run(
+        path, "prefill", "--input_exprs", "token_ids=[[5, 17, 2]]", outdir
     )
     expected = np.asarray(model(np.array([[5, 17, 2]])))[:, -1]
-    np.testing.assert_allclose(
-        np.load(os.path.join(outdir, "logits.npy")), expected, atol=1e-4
-    )
-    assert np.load(os.path.join(outdir, "state.npy")).shape == (1, 2, 2, 16, 11)
+    np.testing.assert_allclose(outputs["logits"], expected, atol=1e-4)
+    assert outputs["state"].shape == (1, 2, 2, 16, 11)
 
 
 def test_bad_requests_are_errors(exported):

@@ -18,6 +18,7 @@ from keras_performer import PerformerDecoder
 from keras_performer import PerformerEncoder
 from keras_performer.callbacks import redraw_features
 from tests.export.fresh_process import saved_model_cli
+from tests.export.fresh_process import saved_model_cli_run
 from tests.export.fresh_process import serve_in_fresh_process
 
 
@@ -66,22 +67,14 @@ def test_model_export_serves_the_keras_outputs(tmp_path):
     assert "shape: (-1, -1, 16)" in shown
     outdir = os.path.join(tmp_path, "cli")
     np.save(os.path.join(tmp_path, "x.npy"), x)
-    saved_model_cli(
-        "run",
-        "--dir",
+    outputs = saved_model_cli_run(
         path,
-        "--tag_set",
-        "serve",
-        "--signature_def",
         "serving_default",
         "--inputs",
         f"sequence={os.path.join(tmp_path, 'x.npy')}",
-        "--outdir",
         outdir,
     )
-    np.testing.assert_allclose(
-        np.load(os.path.join(outdir, "output_0.npy")), expected_x, atol=1e-5
-    )
+    np.testing.assert_allclose(outputs["output_0"], expected_x, atol=1e-5)
 
 
 def test_export_is_loaded_on_first_use_and_needs_tensorflow(monkeypatch):

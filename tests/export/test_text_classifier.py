@@ -12,6 +12,7 @@ import pytest
 import keras_performer
 from keras_performer import PerformerEncoder
 from tests.export.fresh_process import saved_model_cli
+from tests.export.fresh_process import saved_model_cli_run
 from tests.export.fresh_process import serve_in_fresh_process
 
 LENGTH = 32
@@ -105,21 +106,15 @@ def test_rest_request_body_fits_the_signature(tmp_path):
     )
     body = json.loads('{"instances": ["a wonderful film", "a waste of time"]}')
     outdir = os.path.join(tmp_path, "cli")
-    saved_model_cli(
-        "run",
-        "--dir",
+    outputs = saved_model_cli_run(
         path,
-        "--tag_set",
-        "serve",
-        "--signature_def",
         "serving_default",
         "--input_exprs",
         f"text={json.dumps(body['instances'])}",
-        "--outdir",
         outdir,
     )
     np.testing.assert_allclose(
-        np.load(os.path.join(outdir, "probabilities.npy")),
+        outputs["probabilities"],
         keras_probabilities(model, tokenizer, body["instances"]),
         atol=1e-5,
     )

@@ -490,7 +490,8 @@ def test_configs_are_checked_and_never_executed(tmp_path):
         ]
     )
     path = os.path.join(tmp_path, "lambda.keras")
-    model.save(path)
+    with pytest.warns(UserWarning, match="lambda"):
+        model.save(path)
     # The lambda's bytecode in the file is refused, not run.
     with pytest.raises((TypeError, ValueError), match="activation"):
         keras.saving.load_model(path, safe_mode=True)

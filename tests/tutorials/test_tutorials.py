@@ -47,6 +47,18 @@ def run_notebook(name, parameters, directory, mock_examples):
     )
 
 
+# The settings both tutorials share, at their smallest.
+TINY_MODEL = dict(
+    EPOCHS=1,
+    BATCH_SIZE=8,
+    NUM_LAYERS=1,
+    NUM_HEADS=2,
+    HIDDEN_DIM=16,
+    NUM_RANDOM_FEATURES=8,
+    REDRAW_INTERVAL=1,
+)
+
+
 def number_after(text, words):
     return float(re.search(re.escape(words) + r"\s*([-+.e\d]+)", text).group(1))
 
@@ -58,13 +70,7 @@ def test_image_generation(tmp_path):
         dict(
             TRAIN_EXAMPLES=16,
             TEST_EXAMPLES=8,
-            EPOCHS=1,
-            BATCH_SIZE=8,
-            NUM_LAYERS=1,
-            NUM_HEADS=2,
-            HIDDEN_DIM=16,
-            NUM_RANDOM_FEATURES=8,
-            REDRAW_INTERVAL=1,
+            **TINY_MODEL,
             NUM_SAMPLES=2,
             OUTPUT_DIR=output_dir,
         ),
@@ -88,13 +94,7 @@ def test_text_classification(tmp_path):
             TEST_EXAMPLES=16,
             VOCABULARY_SIZE=200,
             SEQUENCE_LENGTH=32,
-            EPOCHS=1,
-            BATCH_SIZE=8,
-            NUM_LAYERS=1,
-            NUM_HEADS=2,
-            HIDDEN_DIM=16,
-            NUM_RANDOM_FEATURES=8,
-            REDRAW_INTERVAL=1,
+            **TINY_MODEL,
             TIMING_LENGTH=64,
             OUTPUT_DIR=output_dir,
         ),
