@@ -48,6 +48,12 @@ class PerformerAttention(keras.layers.Layer):
             query's last axis.
         attention_axes: `None`, or the sequence axis `1`: attention over
             other axes is not supported. Defaults to `None`.
+        sliding_window: `None` only: a band of keys per query is a mask
+            linear attention cannot apply exactly. Accepted so that
+            `MultiHeadAttention` configs load. Defaults to `None`.
+        flash_attention: accepted for `MultiHeadAttention` compatibility
+            and ignored: linear attention forms no attention matrix to
+            tile. Defaults to `None`.
         kernel_initializer: initializer of the dense kernels.
             Defaults to `"glorot_uniform"`.
         bias_initializer: initializer of the dense biases. Defaults to
@@ -60,6 +66,10 @@ class PerformerAttention(keras.layers.Layer):
         kernel_constraint: constraint of the dense kernels. Defaults to
             `None`.
         bias_constraint: constraint of the dense biases. Defaults to `None`.
+        use_gate: bool. Whether each head's output is multiplied by a
+            sigmoid gate computed from the query, as in
+            `MultiHeadAttention(use_gate=True)` (same weights). Defaults to
+            `False`.
         kernel: str. Attention kernel: `"softmax"` (positive random
             features, FAVOR+), `"hyperbolic"` (positive +/- features, lower
             variance), `"trig"` (sin/cos features of the original FAVOR,
@@ -152,6 +162,8 @@ class PerformerAttention(keras.layers.Layer):
         use_bias=True,
         output_shape=None,
         attention_axes=None,
+        sliding_window=None,
+        flash_attention=None,
         kernel_initializer="glorot_uniform",
         bias_initializer="zeros",
         kernel_regularizer=None,
@@ -159,6 +171,7 @@ class PerformerAttention(keras.layers.Layer):
         activity_regularizer=None,
         kernel_constraint=None,
         bias_constraint=None,
+        use_gate=False,
         kernel="softmax",
         num_random_features=256,
         orthogonal=True,
@@ -178,6 +191,22 @@ class PerformerAttention(keras.layers.Layer):
             output_shape = output_shape[0]
         if output_shape is not None:
             check_positive_int("output_shape", output_shape)
+        if sliding_window is not None:
+            raise ValueError(
+                "`sliding_window` restricts each query to a band of keys, a "
+                "mask that linear attention cannot apply exactly; use "
+                "`keras.layers.MultiHeadAttention` for it. Received: "
+                f"sliding_window={sliding_window}"
+            )
+        if flash_attention not in (None, True, False):
+            raise ValueError(
+                "`flash_attention` must be None or a bool. Received: "
+                f"flash_attention={flash_attention}"
+            )
+        if not isinstance(use_gate, bool):
+            raise ValueError(
+                f"`use_gate` must be a bool. Received: use_gate={use_gate}"
+            )
         if attention_axes not in (None, 1, (1,), [1]):
             raise ValueError(
                 "`attention_axes` must be None or 1 (the sequence axis): "
@@ -214,11 +243,18 @@ class PerformerAttention(keras.layers.Layer):
         # with model summaries.
         self._output_shape = output_shape
         self.attention_axes = attention_axes
+        self.sliding_window = sliding_window
+        self.flash_attention = flash_attention
+        self.use_gate = use_gate
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
         self.bias_regularizer = keras.regularizers.get(bias_regularizer)
-        self.activity_regularizer = keras.regularizers.get(activity_regularizer)
+        # Private, as in MultiHeadAttention: it regularizes the dense
+        # sublayers' outputs; the base layer's would add the layer's own.
+        self._activity_regularizer = keras.regularizers.get(
+            activity_regularizer
+        )
         self.kernel_constraint = keras.constraints.get(kernel_constraint)
         self.bias_constraint = keras.constraints.get(bias_constraint)
         self.kernel = kernel
@@ -269,6 +305,16 @@ class PerformerAttention(keras.layers.Layer):
             "abc,cde->abde", (None, self.num_heads, self.key_dim), "de", "key"
         )
         self._key_dense.build(key_shape)
+        self._gate_dense = None
+        if self.use_gate:
+            self._gate_dense = self._make_dense(
+                "abc,cde->abde",
+                (None, self.num_heads, self.value_dim),
+                "de",
+                "gate",
+                activation="sigmoid",
+            )
+            self._gate_dense.build(query_shape)
         self._value_dense = self._make_dense(
             "abc,cde->abde",
             (None, self.num_heads, self.value_dim),
@@ -308,16 +354,35 @@ class PerformerAttention(keras.layers.Layer):
             trainable=False,
         )
 
-    def _make_dense(self, equation, output_shape, bias_axes, name):
+    @property
+    def query_dense(self):
+        return self._query_dense
+
+    @property
+    def key_dense(self):
+        return self._key_dense
+
+    @property
+    def value_dense(self):
+        return self._value_dense
+
+    @property
+    def output_dense(self):
+        return self._output_dense
+
+    def _make_dense(
+        self, equation, output_shape, bias_axes, name, activation=None
+    ):
         dense = keras.layers.EinsumDense(
             equation,
             output_shape=output_shape,
             bias_axes=bias_axes if self.use_bias else None,
+            activation=activation,
             kernel_initializer=clone_initializer(self.kernel_initializer),
             bias_initializer=clone_initializer(self.bias_initializer),
             kernel_regularizer=self.kernel_regularizer,
             bias_regularizer=self.bias_regularizer,
-            activity_regularizer=self.activity_regularizer,
+            activity_regularizer=self._activity_regularizer,
             kernel_constraint=self.kernel_constraint,
             bias_constraint=self.bias_constraint,
             dtype=self.dtype_policy,
@@ -485,6 +550,7 @@ class PerformerAttention(keras.layers.Layer):
             key_valid = _and(key_valid, padding[1])
             unsupported_mask = padding[2]
 
+        gate = None if self._gate_dense is None else self._gate_dense(query)
         query = self._query_dense(query)
         key = self._key_dense(key)
         value = self._value_dense(value)
@@ -518,7 +584,10 @@ class PerformerAttention(keras.layers.Layer):
             out = ops.where(query_valid[:, :, None, None], out, 0.0)
         if unsupported_mask is not None:
             out = ops.where(unsupported_mask, float("nan"), out)
-        out = self._output_dense(self._dropout_layer(out, training=training))
+        out = self._dropout_layer(out, training=training)
+        if gate is not None:
+            out = out * ops.cast(gate, out.dtype)
+        out = self._output_dense(out)
         if cache is not None:
             return out, cache
         if return_attention_scores:
@@ -580,6 +649,8 @@ class PerformerAttention(keras.layers.Layer):
                 "use_bias": self.use_bias,
                 "output_shape": self._output_shape,
                 "attention_axes": self.attention_axes,
+                "sliding_window": self.sliding_window,
+                "flash_attention": self.flash_attention,
                 "kernel_initializer": keras.initializers.serialize(
                     self.kernel_initializer
                 ),
@@ -593,7 +664,7 @@ class PerformerAttention(keras.layers.Layer):
                     self.bias_regularizer
                 ),
                 "activity_regularizer": keras.regularizers.serialize(
-                    self.activity_regularizer
+                    self._activity_regularizer
                 ),
                 "kernel_constraint": keras.constraints.serialize(
                     self.kernel_constraint
@@ -601,6 +672,7 @@ class PerformerAttention(keras.layers.Layer):
                 "bias_constraint": keras.constraints.serialize(
                     self.bias_constraint
                 ),
+                "use_gate": self.use_gate,
                 **performer_options(self),
             }
         )
