@@ -354,6 +354,31 @@ class PerformerAttention(keras.layers.Layer):
             trainable=False,
         )
 
+    def set_weights(self, weights):
+        """Sets the weights from a list of arrays: the layer's own
+        (`get_weights()`), or a `MultiHeadAttention`'s of the same
+        arguments, which has no random features: those stay as they are.
+        """
+        random_features = {
+            id(w)
+            for w in (
+                self.projection_matrix,
+                self.projection_seed,
+                self.projection_draw,
+            )
+        }
+        others = [w for w in self.weights if id(w) not in random_features]
+        if len(weights) != len(others):
+            return super().set_weights(weights)
+        for variable, value in zip(others, weights, strict=True):
+            if tuple(variable.shape) != tuple(ops.shape(value)):
+                raise ValueError(
+                    f"Weight {variable.path} has shape {variable.shape}. "
+                    f"Received: a weight of shape {ops.shape(value)}"
+                )
+        for variable, value in zip(others, weights, strict=True):
+            variable.assign(value)
+
     @property
     def query_dense(self):
         return self._query_dense
@@ -544,12 +569,16 @@ class PerformerAttention(keras.layers.Layer):
             )
         unsupported_mask = None
         if attention_mask is not None:
-            _check_mask("attention_mask", attention_mask, query, key)
-            padding = _padding_masks(attention_mask, is_causal)
+            padding = _padding_masks(attention_mask, is_causal, query, key)
             query_valid = _and(query_valid, padding[0])
             key_valid = _and(key_valid, padding[1])
             unsupported_mask = padding[2]
 
+        source_length = key.shape[1]
+        if is_causal and cache is None and source_length != query.shape[1]:
+            key, value, key_valid = _causal_keys(
+                key, value, key_valid, query.shape[1]
+            )
         gate = None if self._gate_dense is None else self._gate_dense(query)
         query = self._query_dense(query)
         key = self._key_dense(key)
@@ -601,6 +630,8 @@ class PerformerAttention(keras.layers.Layer):
             )
             if query_valid is not None:
                 scores = ops.where(query_valid[:, None, :, None], scores, 0.0)
+            if scores.shape[-1] != source_length:  # Causal, T != S.
+                scores = _fit_columns(scores, source_length)
             return out, scores
         return out
 
@@ -744,40 +775,89 @@ def _and(a, b):
     return ops.logical_and(a, b)
 
 
-def _check_mask(name, mask, sequence, keys=None):
-    """Raises `ValueError` unless `mask` (if any) has shape `(batch,
-    length)` of `sequence`, or `(batch, length, key length)` with `keys`."""
+def _check_mask(name, mask, sequence):
+    """Raises `ValueError` unless `mask` (if any) has the shape `(batch,
+    length)` of `sequence`."""
     if mask is None or sequence is None:
         return
     expected = tuple(sequence.shape[:2])
-    if keys is not None:
-        expected += (keys.shape[1],)
     shape = tuple(mask.shape)
-    if len(shape) != len(expected) or any(
-        a is not None and b is not None and a != b
-        for a, b in zip(shape, expected, strict=True)
-    ):
+    if not _same_shape(shape, expected):
         raise ValueError(
             f"`{name}` must have shape {expected}. Received: "
             f"{name}.shape={shape}"
         )
 
 
-def _padding_masks(attention_mask, is_causal):
-    """Splits a `(batch, T, S)` mask into query and key padding masks.
+def _causal_keys(key, value, key_valid, query_length):
+    """Keys, values and key mask cut or padded to the query length: with a
+    causal mask, query `i` sees keys `j <= i` of the `(T, S)` matrix, as in
+    MultiHeadAttention, so keys past `T` are never seen, and padded keys
+    are masked."""
+    if key.shape[1] is None or query_length is None:
+        raise ValueError(
+            "With `use_causal_mask`, query and key lengths that differ must "
+            f"be known. Received: key.shape={tuple(key.shape)}, query length "
+            f"{query_length}"
+        )
+    if key_valid is None:
+        key_valid = ops.ones_like(key[:, :, 0], dtype="bool")
+    if key.shape[1] > query_length:
+        return (
+            key[:, :query_length],
+            value[:, :query_length],
+            key_valid[:, :query_length],
+        )
+    extra = query_length - key.shape[1]
+    return (
+        ops.pad(key, [(0, 0), (0, extra), (0, 0)]),
+        ops.pad(value, [(0, 0), (0, extra), (0, 0)]),
+        ops.pad(key_valid, [(0, 0), (0, extra)], constant_values=False),
+    )
+
+
+def _fit_columns(scores, columns):
+    """Scores `(..., T, T)` cut or padded with zeros to `columns` keys."""
+    if scores.shape[-1] > columns:
+        return scores[..., :columns]
+    extra = columns - scores.shape[-1]
+    return ops.pad(scores, [(0, 0), (0, 0), (0, 0), (0, extra)])
+
+
+def _same_shape(shape, expected):
+    return len(shape) == len(expected) and all(
+        a is None or b is None or a == b
+        for a, b in zip(shape, expected, strict=True)
+    )
+
+
+def _padding_masks(attention_mask, is_causal, query, key):
+    """Splits a `(batch, T, S)` mask (or `(batch, 1 or heads, T, S)`, one
+    pattern for all heads) into query and key padding masks.
 
     Returns `(query_valid, key_valid, unsupported)`. `unsupported` is a
     scalar, True when the mask is not the padding pattern the two masks
     make; raises `ValueError` at once when the value is known.
     """
     mask = ops.cast(attention_mask, "bool")
-    if len(mask.shape) == 2:
-        mask = mask[None]
-    if len(mask.shape) != 3:
+    shape = tuple(mask.shape)
+    batch, rows, columns = query.shape[0], query.shape[1], key.shape[1]
+    if not (
+        _same_shape(shape, (batch, rows, columns))
+        or _same_shape(shape, (batch, shape[1], rows, columns))
+    ):
         raise ValueError(
             "`attention_mask` must have shape (batch, target_length, "
-            f"source_length). Received: attention_mask.shape={mask.shape}"
+            f"source_length) = {(batch, rows, columns)}, or (batch, 1 or "
+            "num_heads, target_length, source_length). Received: "
+            f"attention_mask.shape={shape}"
         )
+    per_head = None
+    if len(shape) == 4:  # One pattern for all heads, or unsupported.
+        per_head = ops.any(
+            ops.not_equal(ops.any(mask, axis=1), ops.all(mask, axis=1))
+        )
+        mask = ops.any(mask, axis=1)
     visible = visible_keys(ops.shape(mask)[1], ops.shape(mask)[2], is_causal)
     mask = ops.logical_and(mask, visible[0])
     query_valid = ops.any(mask, axis=2)
@@ -787,6 +867,8 @@ def _padding_masks(attention_mask, is_causal):
         visible[0],
     )
     unsupported = ops.any(ops.not_equal(mask, pattern))
+    if per_head is not None:
+        unsupported = ops.logical_or(unsupported, per_head)
     try:
         known = bool(ops.convert_to_numpy(unsupported))
     except (NotImplementedError, TypeError):  # Symbolic: known when run.
@@ -794,7 +876,8 @@ def _padding_masks(attention_mask, is_causal):
     if known:
         raise ValueError(
             "`attention_mask` is not a padding pattern (an outer product of "
-            "a query mask and a key mask, lower triangular when causal): "
+            "a query mask and a key mask, lower triangular when causal, the "
+            "same for all heads): "
             "linear attention cannot apply it exactly. Use `query_mask` and "
             "`key_mask`, or `keras.layers.MultiHeadAttention`. Received: "
             f"attention_mask with shape {tuple(attention_mask.shape)}"

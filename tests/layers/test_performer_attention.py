@@ -592,3 +592,61 @@ def test_int8_quantization():
         assert dense.quantization_mode == "int8"
     out = np.asarray(model(x))
     assert np.abs(out - expected).max() < 0.05 * np.abs(expected).max()
+
+
+def test_set_weights_takes_a_multi_head_attention_list():
+    x = inputs()
+    mha = keras.layers.MultiHeadAttention(num_heads=2, key_dim=8, seed=0)
+    mha(x, x)
+    layer = PerformerAttention(num_heads=2, key_dim=8, seed=1)
+    layer(x)
+    projection = np.asarray(layer.projection_matrix)
+    layer.set_weights(mha.get_weights())
+    for ours, theirs in zip(
+        layer.trainable_weights, mha.trainable_weights, strict=True
+    ):
+        np.testing.assert_array_equal(ours, theirs)
+    np.testing.assert_array_equal(layer.projection_matrix, projection)
+    layer.set_weights(layer.get_weights())  # Its own list still works.
+    with pytest.raises(ValueError):
+        layer.set_weights(mha.get_weights()[::-1])
+
+
+@pytest.mark.parametrize("source_length", [20, 32, 45])
+def test_causal_cross_attention_with_other_key_lengths(source_length):
+    """Query i sees keys j <= i of the (T, S) matrix, as in
+    MultiHeadAttention; the estimate tends to it with many features."""
+    query = inputs(1, length=32, scale=0.5)
+    value = inputs(2, length=source_length, scale=0.5)
+    mha = keras.layers.MultiHeadAttention(num_heads=2, key_dim=8, seed=0)
+    expected = np.asarray(mha(query, value, use_causal_mask=True))
+    layer = PerformerAttention(
+        num_heads=2, key_dim=8, num_random_features=4096, seed=0
+    )
+    layer(query, value)
+    layer.set_weights(mha.get_weights())
+    out, scores = layer(
+        query, value, use_causal_mask=True, return_attention_scores=True
+    )
+    assert scores.shape == (2, 2, 32, source_length)
+    later = np.triu(np.ones((32, source_length), bool), k=1)  # j > i
+    assert np.all(np.asarray(scores)[..., later] == 0)
+    error = np.mean((np.asarray(out) - expected) ** 2) / np.mean(expected**2)
+    assert error < 0.01
+
+
+def test_four_dimensional_padding_masks():
+    x = inputs()
+    key_mask = np.ones((2, 32), bool)
+    key_mask[0, 20:] = False
+    mask = np.broadcast_to(key_mask[:, None, :], (2, 32, 32))
+    layer = PerformerAttention(num_heads=2, key_dim=8, seed=0)
+    expected = np.asarray(layer(x, x, attention_mask=mask))
+    for heads in (1, 2):
+        mask4 = np.broadcast_to(mask[:, None], (2, heads, 32, 32))
+        np.testing.assert_array_equal(
+            layer(x, x, attention_mask=mask4), expected
+        )
+    per_head = np.stack([mask, np.ones_like(mask)], axis=1)
+    with pytest.raises(ValueError, match="same for all heads"):
+        layer(x, x, attention_mask=per_head)
