@@ -44,8 +44,9 @@ class PerformerAttention(keras.layers.Layer):
             Defaults to `0.0`.
         use_bias: bool. Whether the dense projections use biases.
             Defaults to `True`.
-        output_shape: int. Size of the output's last axis. Defaults to the
-            query's last axis.
+        output_shape: int, or a tuple of ints for several output axes (as
+            in `MultiHeadAttention`): the size of the output's last axis or
+            axes. Defaults to the query's last axis.
         attention_axes: `None`, or the sequence axis `1`: attention over
             other axes is not supported. Defaults to `None`.
         sliding_window: `None` only: a band of keys per query is a mask
@@ -187,9 +188,15 @@ class PerformerAttention(keras.layers.Layer):
         if value_dim is not None:
             check_positive_int("value_dim", value_dim)
         check_rate("dropout", dropout)
-        if isinstance(output_shape, (list, tuple)) and len(output_shape) == 1:
-            output_shape = output_shape[0]
-        if output_shape is not None:
+        if isinstance(output_shape, (list, tuple)):
+            for size in output_shape:
+                check_positive_int("output_shape", size)
+            output_shape = (
+                output_shape[0]
+                if len(output_shape) == 1
+                else tuple(output_shape)
+            )
+        elif output_shape is not None:
             check_positive_int("output_shape", output_shape)
         if sliding_window is not None:
             raise ValueError(
@@ -322,9 +329,12 @@ class PerformerAttention(keras.layers.Layer):
             "value",
         )
         self._value_dense.build(value_shape)
-        output_dim = self._output_shape or query_shape[-1]
+        output_axes = "efgh"[: len(self._output_dims(query_shape))]
         self._output_dense = self._make_dense(
-            "abcd,cde->abe", (None, output_dim), "e", "attention_output"
+            f"abcd,cd{output_axes}->ab{output_axes}",
+            (None,) + self._output_dims(query_shape),
+            output_axes,
+            "attention_output",
         )
         self._output_dense.build(
             (query_shape[0], query_shape[1], self.num_heads, self.value_dim)
@@ -635,12 +645,26 @@ class PerformerAttention(keras.layers.Layer):
             return out, scores
         return out
 
+    def _output_dims(self, query_shape):
+        """The output's trailing axes: `output_shape`, or the query's."""
+        if self._output_shape is None:
+            return (query_shape[-1],)
+        if isinstance(self._output_shape, tuple):
+            return self._output_shape
+        return (self._output_shape,)
+
     def compute_output_shape(
         self, query_shape, value_shape=None, key_shape=None
     ):
-        return tuple(query_shape[:-1]) + (
-            self._output_shape or query_shape[-1],
-        )
+        value_shape = query_shape if value_shape is None else value_shape
+        key_shape = value_shape if key_shape is None else key_shape
+        if tuple(value_shape)[1:-1] != tuple(key_shape)[1:-1]:
+            raise ValueError(
+                "`key` and `value` must have the same length. Received: "
+                f"value_shape={tuple(value_shape)}, "
+                f"key_shape={tuple(key_shape)}"
+            )
+        return tuple(query_shape[:-1]) + self._output_dims(query_shape)
 
     def compute_output_spec(
         self,

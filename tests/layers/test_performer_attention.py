@@ -350,7 +350,7 @@ def test_cache_rejects_scores_and_attention_mask():
         ({"key_dim": 2.0}, "key_dim"),
         ({"value_dim": -1}, "value_dim"),
         ({"dropout": 1.0}, "dropout"),
-        ({"output_shape": (3, 4)}, "output_shape"),
+        ({"output_shape": (3, 0)}, "output_shape"),
         ({"attention_axes": (1, 2)}, "attention_axes"),
         ({"kernel": "cosine"}, "kernel"),
         ({"num_random_features": 0}, "num_random_features"),
@@ -650,3 +650,36 @@ def test_four_dimensional_padding_masks():
     per_head = np.stack([mask, np.ones_like(mask)], axis=1)
     with pytest.raises(ValueError, match="same for all heads"):
         layer(x, x, attention_mask=per_head)
+
+
+def test_multi_axis_output_shape_as_multi_head_attention(tmp_path):
+    x = inputs(scale=0.5)
+    mha = keras.layers.MultiHeadAttention(
+        num_heads=2, key_dim=8, output_shape=(2, 4), seed=0
+    )
+    expected = np.asarray(mha(x, x))
+    layer = PerformerAttention(
+        num_heads=2,
+        key_dim=8,
+        output_shape=(2, 4),
+        num_random_features=4096,
+        seed=0,
+    )
+    layer(x)
+    layer.set_weights(mha.get_weights())
+    out = np.asarray(layer(x))
+    assert out.shape == expected.shape == (2, 32, 2, 4)
+    assert layer.compute_output_shape(x.shape) == (2, 32, 2, 4)
+    assert np.mean((out - expected) ** 2) / np.mean(expected**2) < 0.01
+    restored = PerformerAttention.from_config(layer.get_config())
+    assert restored.compute_output_shape(x.shape) == (2, 32, 2, 4)
+
+
+def test_compute_output_shape_checks_key_and_value():
+    layer = PerformerAttention(num_heads=2, key_dim=8)
+    for other in (keras.layers.MultiHeadAttention(num_heads=2, key_dim=8),):
+        with pytest.raises(ValueError):
+            other.compute_output_shape((2, 8, 16), (2, 10, 16), (2, 12, 16))
+    with pytest.raises(ValueError, match="same length"):
+        layer.compute_output_shape((2, 8, 16), (2, 10, 16), (2, 12, 16))
+    assert layer.compute_output_shape((2, 8, 16), (2, 10, 4)) == (2, 8, 16)
