@@ -329,10 +329,11 @@ class PerformerAttention(keras.layers.Layer):
             "value",
         )
         self._value_dense.build(value_shape)
-        output_axes = "efgh"[: len(self._output_dims(query_shape))]
+        output_dims = self._output_dims(query_shape)
+        output_axes = "efgh"[: len(output_dims)]
         self._output_dense = self._make_dense(
             f"abcd,cd{output_axes}->ab{output_axes}",
-            (None,) + self._output_dims(query_shape),
+            (None,) + output_dims,
             output_axes,
             "attention_output",
         )
@@ -369,15 +370,9 @@ class PerformerAttention(keras.layers.Layer):
         (`get_weights()`), or a `MultiHeadAttention`'s of the same
         arguments, which has no random features: those stay as they are.
         """
-        random_features = {
-            id(w)
-            for w in (
-                self.projection_matrix,
-                self.projection_seed,
-                self.projection_draw,
-            )
-        }
-        others = [w for w in self.weights if id(w) not in random_features]
+        others = [
+            w for w in self.weights if w.name not in RANDOM_FEATURE_WEIGHTS
+        ]
         if len(weights) != len(others):
             return super().set_weights(weights)
         for variable, value in zip(others, weights, strict=True):
@@ -733,6 +728,14 @@ class PerformerAttention(keras.layers.Layer):
         )
         return config
 
+
+# The non-trainable weights PerformerAttention has and MultiHeadAttention
+# lacks: the random features and what they are drawn from.
+RANDOM_FEATURE_WEIGHTS = (
+    "projection_matrix",
+    "projection_seed",
+    "projection_draw",
+)
 
 # The Performer arguments of the layers, under the same names in each.
 PERFORMER_OPTIONS = (

@@ -3,6 +3,7 @@
 import keras
 import keras_hub
 
+from keras_performer.layers.performer_attention import RANDOM_FEATURE_WEIGHTS
 from keras_performer.layers.performer_attention import PerformerAttention
 from keras_performer.layers.performer_decoder import PerformerDecoder
 from keras_performer.layers.performer_encoder import PerformerEncoder
@@ -86,7 +87,7 @@ def _transfer(source, target):
     target_weights = target.weights
     if performer is not None:  # The random features stay the target's.
         target_weights = [
-            w for w in target_weights if w.name not in _RANDOM_FEATURE_WEIGHTS
+            w for w in target_weights if w.name not in RANDOM_FEATURE_WEIGHTS
         ]
     source_shapes = [tuple(w.shape) for w in source.weights]
     target_shapes = [tuple(w.shape) for w in target_weights]
@@ -99,14 +100,6 @@ def _transfer(source, target):
         source.weights, target_weights, strict=True
     ):
         target_weight.assign(source_weight)
-
-
-# Non-trainable weights of PerformerAttention that MultiHeadAttention lacks.
-_RANDOM_FEATURE_WEIGHTS = (
-    "projection_matrix",
-    "projection_seed",
-    "projection_draw",
-)
 
 
 def _performer_class(layer):

@@ -15,6 +15,7 @@ from keras_performer import PerformerEncoder
 from keras_performer.callbacks import FeatureRedraw
 from keras_performer.callbacks import redraw_features
 from keras_performer.callbacks.feature_redraw import redrawable_layers
+from keras_performer.layers.performer_attention import RANDOM_FEATURE_WEIGHTS
 from keras_performer.ops import sample_projection_matrix
 
 
@@ -230,7 +231,7 @@ def assert_same_features(model, other):
     for layer, other_layer in zip(
         redrawable_layers(model), redrawable_layers(other), strict=True
     ):
-        for name in ("projection_matrix", "projection_seed", "projection_draw"):
+        for name in RANDOM_FEATURE_WEIGHTS:
             np.testing.assert_array_equal(
                 getattr(layer, name), getattr(other_layer, name)
             )

@@ -33,6 +33,14 @@ def quadratic_attention(query_features, key_features, value, mask):
     return np.divide(out, total, out=np.zeros_like(out), where=total != 0)
 
 
+def favor(query, key, value, w, kernel, mask=1.0):
+    """FAVOR attention as the quadratic form of the unstabilized features
+    of `query` and `key` (float64); `mask` `[B or 1, 1, T, S]`."""
+    return quadratic_attention(
+        features(query, w, kernel), features(key, w, kernel), value, mask
+    )
+
+
 def causal_mask(length, key_mask=None):
     """`[B or 1, 1, L, L]` mask of the keys each query sees."""
     mask = np.tril(np.ones((length, length)))[None, None]

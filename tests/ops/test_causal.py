@@ -31,11 +31,8 @@ def test_equals_masked_quadratic_form(kernel, chunk_size):
         key_mask=key_mask,
         chunk_size=chunk_size,
     )
-    expected = reference.quadratic_attention(
-        reference.features(q, w, kernel),
-        reference.features(k, w, kernel),
-        v,
-        reference.causal_mask(50, key_mask),
+    expected = reference.favor(
+        q, k, v, w, kernel, reference.causal_mask(50, key_mask)
     )
     np.testing.assert_allclose(np.asarray(out), expected, atol=1e-5, rtol=1e-4)
 
@@ -221,11 +218,8 @@ def test_decoding_with_a_left_padded_prompt():
             q, k, v, w, is_causal=True, key_mask=key_mask, chunk_size=8
         )
     )
-    expected = reference.quadratic_attention(
-        reference.features(q, w, "softmax"),
-        reference.features(k, w, "softmax"),
-        v,
-        reference.causal_mask(20, key_mask),
+    expected = reference.favor(
+        q, k, v, w, "softmax", reference.causal_mask(20, key_mask)
     )
     np.testing.assert_allclose(out, expected, atol=1e-4, rtol=1e-3)
     assert np.all(np.abs(out[:, 8:]) > 0)

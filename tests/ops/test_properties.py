@@ -77,11 +77,8 @@ def test_equals_the_quadratic_form_of_the_same_features(p, is_causal):
     mask = full_mask(p)[:, None, None, :]
     if is_causal:
         mask = mask * np.tril(np.ones((length, length)))
-    expected = reference.quadratic_attention(
-        reference.features(p["q"], p["w"], p["kernel"]),
-        reference.features(p["k"], p["w"], p["kernel"]),
-        p["v"],
-        mask,
+    expected = reference.favor(
+        p["q"], p["k"], p["v"], p["w"], p["kernel"], mask
     )
     np.testing.assert_allclose(attend(p, is_causal), expected, **TOLERANCE)
 
