@@ -4,6 +4,7 @@ from keras_performer import callbacks
 from keras_performer import layers
 from keras_performer import models
 from keras_performer import ops
+from keras_performer.callbacks import FeatureRedraw
 from keras_performer.layers import PerformerAttention
 from keras_performer.layers import PerformerDecoder
 from keras_performer.layers import PerformerEncoder
@@ -23,6 +24,7 @@ def __getattr__(name):
 
 
 __all__ = [
+    "FeatureRedraw",
     "PerformerAttention",
     "PerformerCausalLM",
     "PerformerDecoder",

@@ -26,7 +26,9 @@ FLAGS = flags.FLAGS
 flags.DEFINE_list(
     "features", ["16", "32", "64", "128", "256", "512"], "Feature counts."
 )
-flags.DEFINE_list("kernels", ["softmax", "hyperbolic", "trig"], "Kernels.")
+flags.DEFINE_list(
+    "feature_maps", ["softmax", "hyperbolic", "trig"], "Feature maps."
+)
 flags.DEFINE_list(
     "norms", ["0.5", "1.5"], "Std of query and key entries (small, large)."
 )
@@ -39,21 +41,21 @@ flags.DEFINE_string("output", "docs/approximation", "Output path prefix.")
 
 
 def approximation_errors():
-    """Returns rows {kernel, orthogonal, norm, features, mse, mse_std}."""
+    """Returns rows {feature_map, orthogonal, norm, features, mse, mse_std}."""
     rng = np.random.default_rng(0)
     shape = (1, FLAGS.length, FLAGS.heads, FLAGS.dim)
     value = rng.normal(size=shape).astype("float32")
     settings = [
-        (float(norm), kernel, orthogonal, int(m))
+        (float(norm), feature_map, orthogonal, int(m))
         for norm in FLAGS.norms
-        for kernel in FLAGS.kernels
+        for feature_map in FLAGS.feature_maps
         for orthogonal in (True, False)
         for m in FLAGS.features
     ]
     progress = keras.utils.Progbar(len(settings) * FLAGS.draws, unit_name="run")
     inputs = {}
     rows = []
-    for norm, kernel, orthogonal, m in settings:
+    for norm, feature_map, orthogonal, m in settings:
         if norm not in inputs:
             query = (norm * rng.normal(size=shape)).astype("float32")
             key = (norm * rng.normal(size=shape)).astype("float32")
@@ -72,7 +74,7 @@ def approximation_errors():
                 key,
                 value,
                 projection,
-                kernel=kernel,
+                feature_map=feature_map,
                 is_causal=FLAGS.causal,
             )
             errors.append(float(np.mean((np.asarray(out) - exact) ** 2)))
@@ -80,7 +82,7 @@ def approximation_errors():
         rows.append(
             {
                 "norm": norm,
-                "kernel": kernel,
+                "feature_map": feature_map,
                 "orthogonal": orthogonal,
                 "features": m,
                 "mse": float(np.mean(errors)),
@@ -93,18 +95,18 @@ def approximation_errors():
 
 def format_table(rows):
     features = sorted({row["features"] for row in rows})
-    header = f"{'norm':>5} {'kernel':<11} {'projection':<11}" + "".join(
+    header = f"{'norm':>5} {'feature map':<11} {'projection':<11}" + "".join(
         f"{m:>10}" for m in features
     )
     lines = [header, "-" * len(header)]
     groups = {}
     for row in rows:
-        key = (row["norm"], row["kernel"], row["orthogonal"])
+        key = (row["norm"], row["feature_map"], row["orthogonal"])
         groups.setdefault(key, {})[row["features"]] = row["mse"]
-    for (norm, kernel, orthogonal), errors in groups.items():
+    for (norm, feature_map, orthogonal), errors in groups.items():
         projection = "orthogonal" if orthogonal else "iid"
         lines.append(
-            f"{norm:>5} {kernel:<11} {projection:<11}"
+            f"{norm:>5} {feature_map:<11} {projection:<11}"
             + "".join(f"{errors[m]:>10.2e}" for m in features)
         )
     return "\n".join(lines)
@@ -121,16 +123,18 @@ def plot(rows, path):
         1, len(norms), figsize=(6 * len(norms), 4.5), squeeze=False
     )
     for axis, norm in zip(axes[0], norms, strict=True):
-        for kernel in FLAGS.kernels:
+        for feature_map in FLAGS.feature_maps:
             for orthogonal, style in ((True, "o-"), (False, "x--")):
                 points = [
                     r
                     for r in rows
                     if r["norm"] == norm
-                    and r["kernel"] == kernel
+                    and r["feature_map"] == feature_map
                     and r["orthogonal"] == orthogonal
                 ]
-                label = f"{kernel}, {'orthogonal' if orthogonal else 'iid'}"
+                label = (
+                    f"{feature_map}, {'orthogonal' if orthogonal else 'iid'}"
+                )
                 axis.plot(
                     [r["features"] for r in points],
                     [r["mse"] for r in points],

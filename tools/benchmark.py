@@ -12,7 +12,7 @@ exact model (GPT-2's `TransformerDecoder` blocks with their key/value
 cache) at given positions, with the cache each holds. Prints a table,
 writes JSON and a log-log plot (PNG).
 
-    python tools/benchmark.py --lengths=1024,8192 --kernels=softmax
+    python tools/benchmark.py --lengths=1024,8192 --feature_maps=softmax
     python tools/benchmark.py --decode_positions=10,1000,16000
     python tools/benchmark.py --lengths= --generate_positions=1000,16000
 
@@ -40,7 +40,7 @@ flags.DEFINE_list(
 )
 flags.DEFINE_list("modes", ["bidirectional", "causal"], "Attention modes.")
 flags.DEFINE_list(
-    "kernels", ["softmax"], "PerformerAttention kernels to measure."
+    "feature_maps", ["softmax"], "PerformerAttention feature maps to measure."
 )
 flags.DEFINE_bool("mha", True, "Also measure the exact attention baseline.")
 flags.DEFINE_bool(
@@ -95,13 +95,19 @@ flags.DEFINE_string("child", None, "Internal: run one measurement (JSON).")
 def _configs():
     configs = []
     if FLAGS.projections and FLAGS.level == "layer":
-        configs.append({"method": "projections", "mode": None, "kernel": None})
+        configs.append(
+            {"method": "projections", "mode": None, "feature_map": None}
+        )
     for mode in FLAGS.modes:
         if FLAGS.mha:
-            configs.append({"method": "mha", "mode": mode, "kernel": None})
-        for kernel in FLAGS.kernels:
+            configs.append({"method": "mha", "mode": mode, "feature_map": None})
+        for feature_map in FLAGS.feature_maps:
             configs.append(
-                {"method": "performer", "mode": mode, "kernel": kernel}
+                {
+                    "method": "performer",
+                    "mode": mode,
+                    "feature_map": feature_map,
+                }
             )
     return configs
 
@@ -114,7 +120,7 @@ def _method_name(config):
             return "MultiHeadAttention"
         return "dot_product_attention"
     name = "Performer" if FLAGS.level == "layer" else "favor_attention"
-    return f"{name}-{config['kernel']}"
+    return f"{name}-{config['feature_map']}"
 
 
 def _label(config):
@@ -172,7 +178,7 @@ def _make_layer(config):
     if config["method"] == "mha":
         return keras.layers.MultiHeadAttention(**common)
     return keras_performer.PerformerAttention(
-        kernel=config["kernel"],
+        feature_map=config["feature_map"],
         num_random_features=FLAGS.features,
         chunk_size=FLAGS.chunk_size,
         seed=0,
@@ -213,7 +219,7 @@ def _attention_function(config):
             x,
             x,
             projection,
-            kernel=config["kernel"],
+            feature_map=config["feature_map"],
             is_causal=causal,
             chunk_size=FLAGS.chunk_size,
         )
@@ -253,14 +259,14 @@ def _speedups(results):
     """The exact baseline's forward+backward time over each method's, at
     each length both ran, per mode."""
     times = {
-        (r["method"], r["mode"], r["kernel"], r["length"]): r[
+        (r["method"], r["mode"], r["feature_map"], r["length"]): r[
             "forward_backward_s"
         ]
         for r in results
         if r["status"] == "ok"
     }
     speedups = []
-    for (method, mode, kernel, length), seconds in times.items():
+    for (method, mode, feature_map, length), seconds in times.items():
         if method == "mha":
             continue
         for mha_mode in [mode] if mode else FLAGS.modes:
@@ -270,7 +276,7 @@ def _speedups(results):
                     {
                         "method": method,
                         "mode": mha_mode,
-                        "kernel": kernel,
+                        "feature_map": feature_map,
                         "length": length,
                         "speedup": mha / seconds,
                     }
@@ -282,7 +288,7 @@ def _speedups(results):
             FLAGS.modes.index(r["mode"]),
             r["length"],
             r["method"] == "projections",
-            str(r["kernel"]),
+            str(r["feature_map"]),
         ),
     )
 
@@ -373,7 +379,7 @@ def measure_generate(config):
     if config["method"] == "performer":
         model = keras_performer.PerformerCausalLM(
             **sizes,
-            kernel=config["kernel"],
+            feature_map=config["feature_map"],
             num_random_features=FLAGS.features,
             chunk_size=FLAGS.chunk_size,
             seed=0,
@@ -673,7 +679,7 @@ def main(argv):
         config = {
             "kind": "decode",
             "method": "performer",
-            "kernel": FLAGS.kernels[0],
+            "feature_map": FLAGS.feature_maps[0],
             "position": position,
         }
         row = {**config, **_run_child(config)}
@@ -688,7 +694,9 @@ def main(argv):
             config = {
                 "kind": "generate",
                 "method": method,
-                "kernel": FLAGS.kernels[0] if FLAGS.kernels else "softmax",
+                "feature_map": FLAGS.feature_maps[0]
+                if FLAGS.feature_maps
+                else "softmax",
                 "position": position,
             }
             row = {**config, **_run_child(config)}
@@ -725,7 +733,7 @@ def main(argv):
         "machine": _machine(),
         "flags": {
             name: FLAGS[name].value
-            for name in _FORWARDED_FLAGS + ("lengths", "modes", "kernels")
+            for name in _FORWARDED_FLAGS + ("lengths", "modes", "feature_maps")
         },
         "matmul": matmul,
         "results": results,

@@ -27,7 +27,7 @@ flags.DEFINE_integer("batch", 1, "Batch size.")
 flags.DEFINE_integer("heads", 8, "Attention heads.")
 flags.DEFINE_integer("dim", 64, "Head size.")
 flags.DEFINE_integer("features", 256, "Random features.")
-flags.DEFINE_string("kernel", "softmax", "Feature kernel.")
+flags.DEFINE_string("feature_map", "softmax", "Random feature map.")
 flags.DEFINE_bool("causal", False, "Causal attention.")
 flags.DEFINE_bool("layer", True, "Whole layer (else the attention op).")
 flags.DEFINE_integer("top", 15, "Rows to print per table.")
@@ -42,7 +42,7 @@ def main(argv):
         layer = keras_performer.PerformerAttention(
             num_heads=FLAGS.heads,
             key_dim=FLAGS.dim,
-            kernel=FLAGS.kernel,
+            feature_map=FLAGS.feature_map,
             num_random_features=FLAGS.features,
             seed=0,
         )
@@ -56,7 +56,12 @@ def main(argv):
         out = layer(x, use_causal_mask=FLAGS.causal)
     else:
         out = keras_performer.ops.favor_attention(
-            x, x, x, projection, kernel=FLAGS.kernel, is_causal=FLAGS.causal
+            x,
+            x,
+            x,
+            projection,
+            feature_map=FLAGS.feature_map,
+            is_causal=FLAGS.causal,
         )
     gradients = tf.gradients(tf.reduce_sum(out), [x])
     session = tf.compat.v1.Session()

@@ -71,13 +71,14 @@ class PerformerAttention(keras.layers.Layer):
             sigmoid gate computed from the query, as in
             `MultiHeadAttention(use_gate=True)` (same weights). Defaults to
             `False`.
-        kernel: str. Attention kernel: `"softmax"` (positive random
+        feature_map: str. Random feature map: `"softmax"` (positive random
             features, FAVOR+), `"hyperbolic"` (positive +/- features, lower
             variance), `"trig"` (sin/cos features of the original FAVOR,
             can be unstable) or `"relu"` (generalized attention).
             Defaults to `"softmax"`.
-        num_random_features: int. Rows `m` of the random projection.
-            Defaults to `256`.
+        num_random_features: int. Rows `m` of the random projection; the
+            feature map makes `m` features of them (`2m` for `"hyperbolic"`
+            and `"trig"`). Defaults to `256`.
         orthogonal: bool. Whether projection rows are drawn in orthogonal
             blocks (lower variance) rather than i.i.d. Defaults to `True`.
         projection_norm: str. Row norms of the projection: `"chi"`
@@ -173,7 +174,7 @@ class PerformerAttention(keras.layers.Layer):
         kernel_constraint=None,
         bias_constraint=None,
         use_gate=False,
-        kernel="softmax",
+        feature_map="softmax",
         num_random_features=256,
         orthogonal=True,
         projection_norm="chi",
@@ -221,7 +222,7 @@ class PerformerAttention(keras.layers.Layer):
                 f"Received: attention_axes={attention_axes}"
             )
         check_performer_options(
-            kernel=kernel,
+            feature_map=feature_map,
             num_random_features=num_random_features,
             orthogonal=orthogonal,
             projection_norm=projection_norm,
@@ -264,7 +265,7 @@ class PerformerAttention(keras.layers.Layer):
         )
         self.kernel_constraint = keras.constraints.get(kernel_constraint)
         self.bias_constraint = keras.constraints.get(bias_constraint)
-        self.kernel = kernel
+        self.feature_map = feature_map
         self.num_random_features = num_random_features
         self.orthogonal = orthogonal
         self.projection_norm = projection_norm
@@ -428,7 +429,7 @@ class PerformerAttention(keras.layers.Layer):
             shape[1],
             seed=self.seed if seed is None else seed,
             orthogonal=self.orthogonal,
-            norm=self.projection_norm,
+            projection_norm=self.projection_norm,
             draw=draw,
         )
 
@@ -495,7 +496,9 @@ class PerformerAttention(keras.layers.Layer):
         )
 
     def _num_features(self):
-        return feature_maps.num_features(self.kernel, self.num_random_features)
+        return feature_maps.num_features(
+            self.feature_map, self.num_random_features
+        )
 
     def _check_cache(self, cache):
         expected = (self.num_heads, self._num_features(), self.value_dim + 3)
@@ -598,7 +601,7 @@ class PerformerAttention(keras.layers.Layer):
                 key,
                 value,
                 self.projection_matrix,
-                kernel=self.kernel,
+                feature_map=self.feature_map,
                 key_mask=key_valid,
                 chunk_size=self.chunk_size,
                 initial_state=cache,
@@ -609,7 +612,7 @@ class PerformerAttention(keras.layers.Layer):
                 key,
                 value,
                 self.projection_matrix,
-                kernel=self.kernel,
+                feature_map=self.feature_map,
                 is_causal=is_causal,
                 key_mask=key_valid,
                 chunk_size=self.chunk_size,
@@ -629,7 +632,7 @@ class PerformerAttention(keras.layers.Layer):
                 query,
                 key,
                 self.projection_matrix,
-                kernel=self.kernel,
+                feature_map=self.feature_map,
                 is_causal=is_causal,
                 key_mask=key_valid,
             )
@@ -739,7 +742,7 @@ RANDOM_FEATURE_WEIGHTS = (
 
 # The Performer arguments of the layers, under the same names in each.
 PERFORMER_OPTIONS = (
-    "kernel",
+    "feature_map",
     "num_random_features",
     "orthogonal",
     "projection_norm",
@@ -762,7 +765,7 @@ def clone_initializer(initializer):
 
 
 def check_performer_options(
-    kernel,
+    feature_map,
     num_random_features,
     orthogonal,
     projection_norm,
@@ -773,7 +776,7 @@ def check_performer_options(
 ):
     """Validates the Performer arguments of the layers; raises
     `ValueError`."""
-    feature_maps.check_kernel(kernel)
+    feature_maps.check_feature_map(feature_map)
     check_positive_int("num_random_features", num_random_features)
     if not isinstance(orthogonal, bool):
         raise ValueError(

@@ -30,7 +30,7 @@ class PerformerBlock(keras.layers.Layer):
         kernel_initializer="glorot_uniform",
         bias_initializer="zeros",
         normalize_first=False,
-        kernel="softmax",
+        feature_map="softmax",
         num_random_features=256,
         orthogonal=True,
         projection_norm="chi",
@@ -44,7 +44,7 @@ class PerformerBlock(keras.layers.Layer):
         check_positive_int("num_heads", num_heads)
         check_rate("dropout", dropout)
         check_performer_options(
-            kernel=kernel,
+            feature_map=feature_map,
             num_random_features=num_random_features,
             orthogonal=orthogonal,
             projection_norm=projection_norm,
@@ -63,7 +63,7 @@ class PerformerBlock(keras.layers.Layer):
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.normalize_first = normalize_first
-        self.kernel = kernel
+        self.feature_map = feature_map
         self.num_random_features = num_random_features
         self.orthogonal = orthogonal
         self.projection_norm = projection_norm

@@ -37,7 +37,7 @@ class PerformerDecoder(PerformerBlock):
         normalize_first: bool. Whether layer norms come before the
             sublayers (pre-LN) rather than after the residual sums.
             Defaults to `False`.
-        kernel: str. Attention kernel, as in `PerformerAttention`.
+        feature_map: str. Random feature map, as in `PerformerAttention`.
             Defaults to `"softmax"`.
         num_random_features: int. Rows of the random projections. Defaults
             to `256`.

@@ -34,7 +34,7 @@ class PerformerEncoder(PerformerBlock):
         normalize_first: bool. Whether layer norms come before the
             attention and feedforward (pre-LN, as in GPT-2) rather than
             after the residual sum. Defaults to `False`.
-        kernel: str. Attention kernel, as in `PerformerAttention`.
+        feature_map: str. Random feature map, as in `PerformerAttention`.
             Defaults to `"softmax"`.
         num_random_features: int. Rows of the random projection. Defaults
             to `256`.

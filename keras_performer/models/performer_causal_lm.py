@@ -37,8 +37,8 @@ class PerformerCausalLM(keras.Model):
         dropout: float. Dropout rate in the blocks. Defaults to `0.0`.
         activation: str. Feedforward activation. Defaults to `"gelu"`.
         layer_norm_epsilon: float. Defaults to `1e-5`.
-        kernel: str. Attention kernel (see `PerformerAttention`). Defaults
-            to `"softmax"`.
+        feature_map: str. Random feature map (see `PerformerAttention`).
+            Defaults to `"softmax"`.
         num_random_features: int. Rows of each random projection. Defaults
             to `256`.
         orthogonal: bool. Defaults to `True`.
@@ -87,7 +87,7 @@ class PerformerCausalLM(keras.Model):
         dropout=0.0,
         activation="gelu",
         layer_norm_epsilon=1e-5,
-        kernel="softmax",
+        feature_map="softmax",
         num_random_features=256,
         orthogonal=True,
         projection_norm="chi",
@@ -116,7 +116,7 @@ class PerformerCausalLM(keras.Model):
             activation=activation,
             layer_norm_epsilon=layer_norm_epsilon,
             normalize_first=True,
-            kernel=kernel,
+            feature_map=feature_map,
             num_random_features=num_random_features,
             orthogonal=orthogonal,
             projection_norm=projection_norm,
@@ -133,7 +133,7 @@ class PerformerCausalLM(keras.Model):
         self.dropout = dropout
         self.activation = activation
         self.layer_norm_epsilon = layer_norm_epsilon
-        self.kernel = kernel
+        self.feature_map = feature_map
         self.num_random_features = num_random_features
         self.orthogonal = orthogonal
         self.projection_norm = projection_norm
@@ -363,7 +363,7 @@ class PerformerCausalLM(keras.Model):
                 "dropout": self.dropout,
                 "activation": self.activation,
                 "layer_norm_epsilon": self.layer_norm_epsilon,
-                "kernel": self.kernel,
+                "feature_map": self.feature_map,
                 "num_random_features": self.num_random_features,
                 "orthogonal": self.orthogonal,
                 "projection_norm": self.projection_norm,

@@ -6,16 +6,16 @@ from keras_performer.ops.causal import empty_state
 from keras_performer.ops.exact import exact_attention
 from keras_performer.ops.favor import favor_attention
 from keras_performer.ops.favor import favor_attention_scores
-from keras_performer.ops.feature_maps import KERNELS
-from keras_performer.ops.feature_maps import POSITIVE_KERNELS
+from keras_performer.ops.feature_maps import FEATURE_MAPS
+from keras_performer.ops.feature_maps import POSITIVE_FEATURE_MAPS
 from keras_performer.ops.feature_maps import num_features
 from keras_performer.ops.projection import PROJECTION_NORMS
 from keras_performer.ops.projection import sample_projection_matrix
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
-    "KERNELS",
-    "POSITIVE_KERNELS",
+    "FEATURE_MAPS",
+    "POSITIVE_FEATURE_MAPS",
     "PROJECTION_NORMS",
     "causal_favor_attention",
     "empty_state",

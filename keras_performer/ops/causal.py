@@ -66,7 +66,7 @@ def causal_favor_attention(
     key,
     value,
     projection_matrix,
-    kernel="softmax",
+    feature_map="softmax",
     key_mask=None,
     chunk_size=DEFAULT_CHUNK_SIZE,
     initial_state=None,
@@ -82,7 +82,7 @@ def causal_favor_attention(
         key: tensor of shape `(batch, length, heads, dim)`.
         value: tensor of shape `(batch, length, heads, value_dim)`.
         projection_matrix: tensor `(num_random_features, dim)`.
-        kernel: str. As in `favor_attention`. Defaults to `"softmax"`.
+        feature_map: str. As in `favor_attention`. Defaults to `"softmax"`.
         key_mask: optional boolean tensor `(batch, length)`, `False` at
             padded keys. Defaults to `None`.
         chunk_size: int. Tokens per chunk. Defaults to `128`.
@@ -109,7 +109,9 @@ def causal_favor_attention(
             empty_state(
                 1,
                 key.shape[2],
-                feature_maps.num_features(kernel, projection_matrix.shape[0]),
+                feature_maps.num_features(
+                    feature_map, projection_matrix.shape[0]
+                ),
                 value_dim,
             )
             + ops.zeros_like(key[:, :1, :, :1])[:, 0, :, :, None]
@@ -140,8 +142,10 @@ def causal_favor_attention(
             + tuple(x.shape[3:]),
         )
 
-    query_parts = feature_maps.feature_parts(query, projection_matrix, kernel)
-    key_parts = feature_maps.feature_parts(key, projection_matrix, kernel)
+    query_parts = feature_maps.feature_parts(
+        query, projection_matrix, feature_map
+    )
+    key_parts = feature_maps.feature_parts(key, projection_matrix, feature_map)
     query_features = feature_maps.query_features(query_parts)
 
     # Running max R_i of the keys' log-features over positions <= i (and

@@ -126,7 +126,7 @@ def normalize(numerator, denominator):
     """`numerator / denominator`, zero where the denominator is at most
     `TINY_DENOMINATOR` in magnitude, with finite gradients where the inputs
     are finite."""
-    # The trigonometric kernel's denominators can be negative. Written with
+    # The trigonometric feature map's denominators can be negative. Written with
     # `<=` so that a NaN denominator stays NaN.
     unseen = ops.abs(denominator) <= TINY_DENOMINATOR
     safe = ops.where(unseen, 1.0, denominator)

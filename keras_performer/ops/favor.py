@@ -17,7 +17,7 @@ def favor_attention(
     key,
     value,
     projection_matrix,
-    kernel="softmax",
+    feature_map="softmax",
     is_causal=False,
     key_mask=None,
     chunk_size=causal.DEFAULT_CHUNK_SIZE,
@@ -42,7 +42,7 @@ def favor_attention(
         value: tensor of shape `(batch, source_length, heads, value_dim)`.
         projection_matrix: tensor `(num_random_features, dim)`, e.g. from
             `keras_performer.ops.sample_projection_matrix`.
-        kernel: str. `"softmax"` (positive features, FAVOR+),
+        feature_map: str. `"softmax"` (positive features, FAVOR+),
             `"hyperbolic"` (positive +/- features), `"trig"` (sin/cos, the
             original FAVOR) or `"relu"` (generalized attention). Defaults to
             `"softmax"`.
@@ -74,7 +74,7 @@ def favor_attention(
             key,
             value,
             projection_matrix,
-            kernel=kernel,
+            feature_map=feature_map,
             key_mask=key_mask,
             chunk_size=chunk_size,
         )
@@ -87,7 +87,7 @@ def favor_attention(
         heads_first(query),
         heads_first(key),
         projection_matrix,
-        kernel,
+        feature_map,
         key_mask,
     )
     # A column of ones after the values gives the denominator with the
@@ -110,7 +110,7 @@ def favor_attention_scores(
     query,
     key,
     projection_matrix,
-    kernel="softmax",
+    feature_map="softmax",
     is_causal=False,
     key_mask=None,
 ):
@@ -123,7 +123,7 @@ def favor_attention_scores(
         query: tensor of shape `(batch, target_length, heads, dim)`.
         key: tensor of shape `(batch, source_length, heads, dim)`.
         projection_matrix: tensor `(num_random_features, dim)`.
-        kernel: str. As in `favor_attention`. Defaults to `"softmax"`.
+        feature_map: str. As in `favor_attention`. Defaults to `"softmax"`.
         is_causal: bool. Defaults to `False`.
         key_mask: optional boolean tensor `(batch, source_length)`.
             Defaults to `None`.
@@ -140,7 +140,7 @@ def favor_attention_scores(
         heads_first(query),
         heads_first(key),
         projection_matrix,
-        kernel,
+        feature_map,
         key_mask,
     )
     scores = ops.matmul(query_features, ops.swapaxes(key_features, 2, 3))
@@ -150,15 +150,17 @@ def favor_attention_scores(
     return ops.cast(normalize(scores, total), dtype)
 
 
-def _stabilized_features(query, key, projection_matrix, kernel, key_mask):
+def _stabilized_features(query, key, projection_matrix, feature_map, key_mask):
     """Features `[B, H, L, F]` of heads-first queries and keys, stabilized
     exactly: per query, and over the valid keys of each sequence by the max
     of their whole log-features (`w.k - |k|^2 / 2`), so that a key of large
     norm does not flush the others to zero. Nothing is added to the
     features, so the stabilizers cancel (for the causal attention matrix
     too: the max over all keys is a common factor of each row)."""
-    query_parts = feature_maps.feature_parts(query, projection_matrix, kernel)
-    key_parts = feature_maps.feature_parts(key, projection_matrix, kernel)
+    query_parts = feature_maps.feature_parts(
+        query, projection_matrix, feature_map
+    )
+    key_parts = feature_maps.feature_parts(key, projection_matrix, feature_map)
     mask = None if key_mask is None else key_mask[:, None, :]
     key_stabilizer = feature_maps.sequence_log_max(key_parts, mask)
     key_features = feature_maps.features(key_parts, key_stabilizer, mask)

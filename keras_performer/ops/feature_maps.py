@@ -1,7 +1,7 @@
 """Random feature maps `phi` with `phi(q) . phi(k)` estimating a kernel.
 
-Every kernel returns its features in parts, so that the attention forms can
-stabilize them without knowing the kernel:
+Every feature map returns its features in parts, so that the attention forms can
+stabilize them without knowing the feature map:
 
     phi(x) = factor * exp(logits + log_norm - stabilizer)
 
@@ -92,41 +92,42 @@ def _relu_parts(x, projection_matrix):
 
 
 # name: (parts function, features per row of the projection matrix).
-_KERNELS = {
+_FEATURE_MAPS = {
     "softmax": (_softmax_parts, 1),
     "hyperbolic": (_hyperbolic_parts, 2),
     "trig": (_trig_parts, 2),
     "relu": (_relu_parts, 1),
 }
-KERNELS = tuple(_KERNELS)
+FEATURE_MAPS = tuple(_FEATURE_MAPS)
 # Kernels whose features are positive, so attention weights are too.
-POSITIVE_KERNELS = ("softmax", "hyperbolic", "relu")
+POSITIVE_FEATURE_MAPS = ("softmax", "hyperbolic", "relu")
 
 
-def check_kernel(kernel):
-    if kernel not in _KERNELS:
+def check_feature_map(feature_map):
+    if feature_map not in _FEATURE_MAPS:
         raise ValueError(
-            f"`kernel` must be one of {KERNELS}. Received: kernel={kernel}"
+            f"`feature_map` must be one of {FEATURE_MAPS}. "
+            f"Received: feature_map={feature_map}"
         )
 
 
-def feature_parts(x, projection_matrix, kernel):
-    """Returns the `FeatureParts` of `x` `[..., d]` for `kernel`."""
-    check_kernel(kernel)
+def feature_parts(x, projection_matrix, feature_map):
+    """Returns the `FeatureParts` of `x` `[..., d]` for `feature_map`."""
+    check_feature_map(feature_map)
     projection_matrix = ops.cast(projection_matrix, x.dtype)
-    return _KERNELS[kernel][0](x, projection_matrix)
+    return _FEATURE_MAPS[feature_map][0](x, projection_matrix)
 
 
-def num_features(kernel, num_random_features):
+def num_features(feature_map, num_random_features):
     """Length of `phi(x)` for `num_random_features` projection rows."""
-    check_kernel(kernel)
-    return _KERNELS[kernel][1] * num_random_features
+    check_feature_map(feature_map)
+    return _FEATURE_MAPS[feature_map][1] * num_random_features
 
 
 def row_log_max(parts):
     """Max over the feature axis of the log-features, `[..., 1]`: `logits`
     with the row term, which bounds it (for the softmax kernel
-    `w.x - |x|^2/2 <= |w|^2/2`). `None` for kernels with no exponential
+    `w.x - |x|^2/2 <= |w|^2/2`). `None` for feature maps with no exponential
     factor. No gradient flows through it: stabilizers cancel."""
     if parts.logits is None:
         return None
@@ -144,7 +145,7 @@ def features(parts, stabilizer, mask=None):
     Args:
         parts: `FeatureParts`.
         stabilizer: tensor broadcastable to `parts.logits`, or `None` when
-            the kernel has no exponential factor.
+            the feature map has no exponential factor.
         mask: optional boolean tensor broadcastable to the features' rows
             (without the feature axis).
     """
@@ -175,7 +176,7 @@ def sequence_log_max(parts, mask=None):
     """Max of the log-features (see `row_log_max`) over the feature axis and
     the rows of each sequence `[B, H, L, F]` where `mask` (`[B, 1, L]`) is
     True: `[B, H, 1, 1]`, `NO_KEYS` where no row is valid. `None` for
-    kernels with no exponential factor."""
+    feature maps with no exponential factor."""
     log_max = row_log_max(parts)
     if log_max is None:
         return None

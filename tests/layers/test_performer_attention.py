@@ -7,8 +7,8 @@ import tensorflow as tf
 
 import keras_performer
 from keras_performer import PerformerAttention
-from keras_performer.ops import KERNELS
-from keras_performer.ops import POSITIVE_KERNELS
+from keras_performer.ops import FEATURE_MAPS
+from keras_performer.ops import POSITIVE_FEATURE_MAPS
 
 
 def inputs(seed=0, batch=2, length=32, dim=16, scale=1.0):
@@ -96,7 +96,7 @@ def test_config_round_trip():
         dropout=0.1,
         use_bias=False,
         output_shape=5,
-        kernel="hyperbolic",
+        feature_map="hyperbolic",
         num_random_features=64,
         orthogonal=False,
         projection_norm="sqrt_d",
@@ -108,7 +108,7 @@ def test_config_round_trip():
     restored = PerformerAttention.from_config(config)
     assert restored.get_config() == config
     for name in (
-        "kernel",
+        "feature_map",
         "num_random_features",
         "orthogonal",
         "projection_norm",
@@ -121,7 +121,7 @@ def test_config_round_trip():
 @pytest.mark.parametrize("use_causal_mask", [False, True])
 def test_keras_file_round_trip(tmp_path, use_causal_mask):
     inp = keras.Input((32, 16))
-    x = PerformerAttention(num_heads=2, key_dim=8, kernel="hyperbolic")(
+    x = PerformerAttention(num_heads=2, key_dim=8, feature_map="hyperbolic")(
         inp, use_causal_mask=use_causal_mask
     )
     model = keras.Model(inp, keras.layers.Dense(3)(x))
@@ -163,9 +163,11 @@ def test_fit_step(jit_compile, use_causal_mask):
     "mixed_policy", ["mixed_float16", "mixed_bfloat16"], indirect=True
 )
 @pytest.mark.parametrize("use_causal_mask", [False, True])
-@pytest.mark.parametrize("kernel", POSITIVE_KERNELS)
-def test_mixed_precision(mixed_policy, kernel, use_causal_mask):
-    layer = PerformerAttention(num_heads=2, key_dim=8, kernel=kernel, seed=0)
+@pytest.mark.parametrize("feature_map", POSITIVE_FEATURE_MAPS)
+def test_mixed_precision(mixed_policy, feature_map, use_causal_mask):
+    layer = PerformerAttention(
+        num_heads=2, key_dim=8, feature_map=feature_map, seed=0
+    )
     kwargs = {"use_causal_mask": use_causal_mask}
     # Inputs of large norm: exp features would overflow in half precision.
     out = layer(inputs(scale=100.0), **kwargs)
@@ -185,9 +187,11 @@ def test_mixed_precision(mixed_policy, kernel, use_causal_mask):
 
 
 @pytest.mark.parametrize("use_causal_mask", [False, True])
-@pytest.mark.parametrize("kernel", KERNELS)
-def test_padding_masks(kernel, use_causal_mask):
-    layer = PerformerAttention(num_heads=2, key_dim=8, kernel=kernel, seed=0)
+@pytest.mark.parametrize("feature_map", FEATURE_MAPS)
+def test_padding_masks(feature_map, use_causal_mask):
+    layer = PerformerAttention(
+        num_heads=2, key_dim=8, feature_map=feature_map, seed=0
+    )
     x = inputs()
     valid = np.ones((2, 32), bool)
     valid[0, 20:] = False
@@ -267,9 +271,11 @@ def test_attention_scores(use_causal_mask):
     )
 
 
-@pytest.mark.parametrize("kernel", KERNELS)
-def test_causal_output_ignores_the_future(kernel):
-    layer = PerformerAttention(num_heads=2, key_dim=8, kernel=kernel, seed=0)
+@pytest.mark.parametrize("feature_map", FEATURE_MAPS)
+def test_causal_output_ignores_the_future(feature_map):
+    layer = PerformerAttention(
+        num_heads=2, key_dim=8, feature_map=feature_map, seed=0
+    )
     x = inputs()
     changed = x.copy()
     changed[:, 20:] = 50.0
@@ -278,10 +284,10 @@ def test_causal_output_ignores_the_future(kernel):
     np.testing.assert_allclose(a[:, :20], b[:, :20], atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("kernel", KERNELS)
-def test_cached_decoding_equals_full_pass(kernel):
+@pytest.mark.parametrize("feature_map", FEATURE_MAPS)
+def test_cached_decoding_equals_full_pass(feature_map):
     layer = PerformerAttention(
-        num_heads=2, key_dim=8, kernel=kernel, chunk_size=8, seed=0
+        num_heads=2, key_dim=8, feature_map=feature_map, chunk_size=8, seed=0
     )
     # Moderate norms: trig denominators near zero amplify round-off.
     x = inputs(length=20, scale=0.5)
@@ -352,7 +358,7 @@ def test_cache_rejects_scores_and_attention_mask():
         ({"dropout": 1.0}, "dropout"),
         ({"output_shape": (3, 0)}, "output_shape"),
         ({"attention_axes": (1, 2)}, "attention_axes"),
-        ({"kernel": "cosine"}, "kernel"),
+        ({"feature_map": "cosine"}, "feature_map"),
         ({"num_random_features": 0}, "num_random_features"),
         ({"orthogonal": "yes"}, "orthogonal"),
         ({"projection_norm": "unit"}, "projection_norm"),
@@ -401,9 +407,9 @@ def extreme_inputs(case):
     return tf.constant(x), mask
 
 
-def outputs_and_gradients(kernel, is_causal, case):
+def outputs_and_gradients(feature_map, is_causal, case):
     layer = PerformerAttention(
-        num_heads=2, key_dim=8, kernel=kernel, chunk_size=16, seed=0
+        num_heads=2, key_dim=8, feature_map=feature_map, chunk_size=16, seed=0
     )
     x, mask = extreme_inputs(case)
     with tf.GradientTape() as tape:
@@ -420,11 +426,11 @@ def outputs_and_gradients(kernel, is_causal, case):
 
 @pytest.mark.parametrize("case", EXTREME_CASES)
 @pytest.mark.parametrize("is_causal", [False, True])
-@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("feature_map", FEATURE_MAPS)
 def test_extreme_inputs_give_finite_outputs_and_gradients(
-    kernel, is_causal, case
+    feature_map, is_causal, case
 ):
-    out, gradients = outputs_and_gradients(kernel, is_causal, case)
+    out, gradients = outputs_and_gradients(feature_map, is_causal, case)
     x, _ = extreme_inputs(case)
     assert out.shape == tuple(x.shape)
     assert np.all(np.isfinite(out))
@@ -437,11 +443,11 @@ def test_extreme_inputs_give_finite_outputs_and_gradients(
 )
 @pytest.mark.parametrize("case", EXTREME_CASES)
 @pytest.mark.parametrize("is_causal", [False, True])
-@pytest.mark.parametrize("kernel", ["softmax", "hyperbolic", "relu"])
+@pytest.mark.parametrize("feature_map", ["softmax", "hyperbolic", "relu"])
 def test_extreme_inputs_under_mixed_precision(
-    mixed_policy, kernel, is_causal, case
+    mixed_policy, feature_map, is_causal, case
 ):
-    out, gradients = outputs_and_gradients(kernel, is_causal, case)
+    out, gradients = outputs_and_gradients(feature_map, is_causal, case)
     assert np.all(np.isfinite(out))
     if mixed_policy == "mixed_float16" and case == "large":
         # float16 gradients of a loss this large overflow without loss
@@ -484,8 +490,8 @@ def test_a_mask_of_the_wrong_shape_is_named(arguments, match):
 def test_configs_are_checked_and_never_executed(tmp_path):
     config = PerformerAttention(num_heads=2, key_dim=8, seed=0).get_config()
     # Keras wraps the layer's ValueError into a TypeError naming the class.
-    with pytest.raises((TypeError, ValueError), match="kernel=gaussian"):
-        PerformerAttention.from_config({**config, "kernel": "gaussian"})
+    with pytest.raises((TypeError, ValueError), match="feature_map=gaussian"):
+        PerformerAttention.from_config({**config, "feature_map": "gaussian"})
     model = keras.Sequential(
         [
             keras.Input((8, 16)),

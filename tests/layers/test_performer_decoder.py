@@ -32,8 +32,8 @@ def decode(layer, x, start=0, cache=None):
     "kwargs",
     [
         {},
-        {"kernel": "hyperbolic", "normalize_first": True},
-        {"kernel": "relu", "chunk_size": 4},
+        {"feature_map": "hyperbolic", "normalize_first": True},
+        {"feature_map": "relu", "chunk_size": 4},
         {"rotary_max_wavelength": 10000},
     ],
 )
@@ -178,7 +178,9 @@ def test_rotary_decoding_needs_the_position():
 
 
 def test_config_and_keras_round_trip(tmp_path):
-    layer = decoder(kernel="hyperbolic", num_random_features=32, dropout=0.1)
+    layer = decoder(
+        feature_map="hyperbolic", num_random_features=32, dropout=0.1
+    )
     config = layer.get_config()
     assert PerformerDecoder.from_config(config).get_config() == config
     x = keras.Input((16, 16))

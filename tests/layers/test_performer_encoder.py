@@ -87,7 +87,7 @@ def test_attention_scores():
 
 def test_config_and_keras_round_trip(tmp_path):
     layer = encoder(
-        kernel="hyperbolic",
+        feature_map="hyperbolic",
         num_random_features=32,
         rotary_max_wavelength=100,
         normalize_first=True,
@@ -143,7 +143,7 @@ def test_fit_with_jit_compile():
         ({"intermediate_dim": 0}, "intermediate_dim"),
         ({"num_heads": 1.5}, "num_heads"),
         ({"dropout": 1.0}, "dropout"),
-        ({"kernel": "gauss"}, "kernel"),
+        ({"feature_map": "gauss"}, "feature_map"),
         ({"num_random_features": -1}, "num_random_features"),
         ({"projection_norm": "unit"}, "projection_norm"),
         ({"rotary_max_wavelength": 0}, "rotary_max_wavelength"),

@@ -86,7 +86,7 @@ def test_generation_with_the_cache_as_keras_hub_feeds_it():
 
 
 def test_keras_round_trip(tmp_path):
-    lm = language_model(kernel="hyperbolic", num_random_features=32)
+    lm = language_model(feature_map="hyperbolic", num_random_features=32)
     ids = token_ids()
     lm(ids)
     config = lm.get_config()

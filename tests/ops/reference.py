@@ -3,25 +3,25 @@
 import numpy as np
 
 
-def features(x, w, kernel):
+def features(x, w, feature_map):
     """phi(x) of `x` `[..., d]` with no stabilizer, as in the paper."""
     x = np.asarray(x, np.float64)
     w = np.asarray(w, np.float64)
     m, d = w.shape
-    if kernel == "relu":
+    if feature_map == "relu":
         return np.maximum(x @ w.T / np.sqrt(m), 0) + 1e-3
     x = x * d**-0.25
     wx = x @ w.T
     half_norm = 0.5 * np.sum(x**2, axis=-1, keepdims=True)
-    if kernel == "softmax":
+    if feature_map == "softmax":
         return np.exp(wx - half_norm) / np.sqrt(m)
-    if kernel == "hyperbolic":
+    if feature_map == "hyperbolic":
         both = np.concatenate([wx, -wx], axis=-1)
         return np.exp(both - half_norm) / np.sqrt(2 * m)
-    if kernel == "trig":
+    if feature_map == "trig":
         both = np.concatenate([np.sin(wx), np.cos(wx)], axis=-1)
         return np.exp(half_norm) * both / np.sqrt(m)
-    raise ValueError(kernel)
+    raise ValueError(feature_map)
 
 
 def quadratic_attention(query_features, key_features, value, mask):
@@ -33,11 +33,14 @@ def quadratic_attention(query_features, key_features, value, mask):
     return np.divide(out, total, out=np.zeros_like(out), where=total != 0)
 
 
-def favor(query, key, value, w, kernel, mask=1.0):
+def favor(query, key, value, w, feature_map, mask=1.0):
     """FAVOR attention as the quadratic form of the unstabilized features
     of `query` and `key` (float64); `mask` `[B or 1, 1, T, S]`."""
     return quadratic_attention(
-        features(query, w, kernel), features(key, w, kernel), value, mask
+        features(query, w, feature_map),
+        features(key, w, feature_map),
+        value,
+        mask,
     )
 
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_performer.ops import KERNELS
+from keras_performer.ops import FEATURE_MAPS
 from keras_performer.ops import causal_favor_attention
 from keras_performer.ops import empty_state
 from keras_performer.ops import exact_attention
@@ -15,8 +15,8 @@ from tests.ops.test_favor import random_inputs
 
 
 @pytest.mark.parametrize("chunk_size", [1, 16, 50, 128])
-@pytest.mark.parametrize("kernel", KERNELS)
-def test_equals_masked_quadratic_form(kernel, chunk_size):
+@pytest.mark.parametrize("feature_map", FEATURE_MAPS)
+def test_equals_masked_quadratic_form(feature_map, chunk_size):
     q, k, v = random_inputs(10, length=50)
     w = sample_projection_matrix(32, 16, seed=0)
     key_mask = np.ones((2, 50), bool)
@@ -26,13 +26,13 @@ def test_equals_masked_quadratic_form(kernel, chunk_size):
         k,
         v,
         w,
-        kernel=kernel,
+        feature_map=feature_map,
         is_causal=True,
         key_mask=key_mask,
         chunk_size=chunk_size,
     )
     expected = reference.favor(
-        q, k, v, w, kernel, reference.causal_mask(50, key_mask)
+        q, k, v, w, feature_map, reference.causal_mask(50, key_mask)
     )
     np.testing.assert_allclose(np.asarray(out), expected, atol=1e-5, rtol=1e-4)
 
@@ -43,7 +43,7 @@ def test_relu_matches_authors_implementation(golden, case):
         golden[f"{case}/{name}"]
         for name in ("query", "key", "value", "projection")
     )
-    out = favor_attention(q, k, v, w, kernel="relu", is_causal=True)
+    out = favor_attention(q, k, v, w, feature_map="relu", is_causal=True)
     np.testing.assert_allclose(
         np.asarray(out), golden[f"{case}/relu_causal"], atol=1e-5, rtol=0
     )
@@ -75,9 +75,9 @@ def outlier_keys(k, w, position):
 
 @pytest.mark.parametrize("scale", [0.7, 3.0])
 @pytest.mark.parametrize("chunk_size", [8, 128])
-@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("feature_map", FEATURE_MAPS)
 def test_a_later_outlier_key_changes_no_earlier_output(
-    kernel, chunk_size, scale
+    feature_map, chunk_size, scale
 ):
     # scale=3: the earlier keys have large norms and small features, which
     # a stabilizer shared with the outlier would flush to zero.
@@ -86,7 +86,13 @@ def test_a_later_outlier_key_changes_no_earlier_output(
     position = 21  # inside a chunk, not at its start
     base = np.asarray(
         favor_attention(
-            q, k, v, w, kernel=kernel, is_causal=True, chunk_size=chunk_size
+            q,
+            k,
+            v,
+            w,
+            feature_map=feature_map,
+            is_causal=True,
+            chunk_size=chunk_size,
         )
     )
     for outlier in outlier_keys(k, w, position):
@@ -98,7 +104,7 @@ def test_a_later_outlier_key_changes_no_earlier_output(
                 outlier,
                 v_outlier,
                 w,
-                kernel=kernel,
+                feature_map=feature_map,
                 is_causal=True,
                 chunk_size=chunk_size,
             )
@@ -109,15 +115,15 @@ def test_a_later_outlier_key_changes_no_earlier_output(
         )
 
 
-@pytest.mark.parametrize("kernel", KERNELS)
-def test_no_gradient_from_the_future(kernel):
+@pytest.mark.parametrize("feature_map", FEATURE_MAPS)
+def test_no_gradient_from_the_future(feature_map):
     q, k, v = (tf.constant(x) for x in random_inputs(12, length=24))
     w = sample_projection_matrix(16, 16, seed=0)
     position = 9
     with tf.GradientTape(persistent=True) as tape:
         tape.watch([q, k, v])
         out = favor_attention(
-            q, k, v, w, kernel=kernel, is_causal=True, chunk_size=8
+            q, k, v, w, feature_map=feature_map, is_causal=True, chunk_size=8
         )
         loss = tf.reduce_sum(out[:, position] ** 2)
     for grad in tape.gradient(loss, [q, k, v]):
@@ -127,8 +133,8 @@ def test_no_gradient_from_the_future(kernel):
         assert np.any(grad[:, : position + 1] != 0)
 
 
-@pytest.mark.parametrize("kernel", KERNELS)
-def test_gradients_finite_with_padding_and_outliers(kernel):
+@pytest.mark.parametrize("feature_map", FEATURE_MAPS)
+def test_gradients_finite_with_padding_and_outliers(feature_map):
     q, k, v = (tf.constant(x) for x in random_inputs(13, length=24))
     w = sample_projection_matrix(16, 16, seed=0)
     key_mask = np.ones((2, 24), bool)
@@ -140,7 +146,7 @@ def test_gradients_finite_with_padding_and_outliers(kernel):
             k * 30.0,
             v,
             w,
-            kernel=kernel,
+            feature_map=feature_map,
             is_causal=True,
             key_mask=key_mask,
             chunk_size=8,
@@ -150,14 +156,14 @@ def test_gradients_finite_with_padding_and_outliers(kernel):
         assert np.all(np.isfinite(grad.numpy()))
 
 
-@pytest.mark.parametrize("kernel", KERNELS)
-def test_state_continues_the_sequence(kernel):
+@pytest.mark.parametrize("feature_map", FEATURE_MAPS)
+def test_state_continues_the_sequence(feature_map):
     q, k, v = random_inputs(14, length=45)
     w = sample_projection_matrix(32, 16, seed=0)
     full, full_state = causal_favor_attention(
-        q, k, v, w, kernel=kernel, chunk_size=16
+        q, k, v, w, feature_map=feature_map, chunk_size=16
     )
-    state = empty_state(2, 2, num_features(kernel, 32), 16)
+    state = empty_state(2, 2, num_features(feature_map, 32), 16)
     pieces = []
     for start, stop in ((0, 1), (1, 20), (20, 21), (21, 45)):
         out, state = causal_favor_attention(
@@ -165,7 +171,7 @@ def test_state_continues_the_sequence(kernel):
             k[:, start:stop],
             v[:, start:stop],
             w,
-            kernel=kernel,
+            feature_map=feature_map,
             chunk_size=16,
             initial_state=state,
         )
@@ -181,14 +187,14 @@ def test_state_continues_the_sequence(kernel):
     )
 
 
-@pytest.mark.parametrize("kernel", KERNELS)
-def test_token_by_token_decoding_equals_full_pass(kernel):
+@pytest.mark.parametrize("feature_map", FEATURE_MAPS)
+def test_token_by_token_decoding_equals_full_pass(feature_map):
     q, k, v = random_inputs(15, length=33)
     w = sample_projection_matrix(32, 16, seed=0)
     full = np.asarray(
-        favor_attention(q, k, v, w, kernel=kernel, is_causal=True)
+        favor_attention(q, k, v, w, feature_map=feature_map, is_causal=True)
     )
-    state = empty_state(2, 2, num_features(kernel, 32), 16)
+    state = empty_state(2, 2, num_features(feature_map, 32), 16)
     outputs = []
     for i in range(33):
         out, state = causal_favor_attention(
@@ -196,14 +202,14 @@ def test_token_by_token_decoding_equals_full_pass(kernel):
             k[:, i : i + 1],
             v[:, i : i + 1],
             w,
-            kernel=kernel,
+            feature_map=feature_map,
             initial_state=state,
         )
         outputs.append(np.asarray(out))
     np.testing.assert_allclose(
         np.concatenate(outputs, axis=1), full, atol=1e-5, rtol=1e-5
     )
-    assert state.shape == (2, 2, num_features(kernel, 32), 19)
+    assert state.shape == (2, 2, num_features(feature_map, 32), 19)
 
 
 def test_decoding_with_a_left_padded_prompt():

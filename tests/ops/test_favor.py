@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from keras_performer.ops import KERNELS
+from keras_performer.ops import FEATURE_MAPS
 from keras_performer.ops import exact_attention
 from keras_performer.ops import favor_attention
 from keras_performer.ops import favor_attention_scores
@@ -28,7 +28,7 @@ def golden_case(golden, case):
 @pytest.mark.parametrize("case", ["small", "medium"])
 def test_relu_matches_authors_implementation(golden, case):
     q, k, v, w = golden_case(golden, case)
-    out = np.asarray(favor_attention(q, k, v, w, kernel="relu"))
+    out = np.asarray(favor_attention(q, k, v, w, feature_map="relu"))
     expected = golden[f"{case}/relu_bidirectional"]
     np.testing.assert_allclose(out, expected, atol=1e-5, rtol=0)
 
@@ -63,15 +63,19 @@ def test_error_against_exact_matches_reference(golden, case, error):
     assert np.mean(np.abs(out - exact)) < error
 
 
-def errors(kernel, num_features, orthogonal, seeds, is_causal=False):
+def errors(
+    feature_map, num_random_features, orthogonal, seeds, is_causal=False
+):
     q, k, v = random_inputs(0)
     exact = np.asarray(exact_attention(q, k, v, is_causal=is_causal))
     result = []
     for seed in seeds:
         w = sample_projection_matrix(
-            num_features, 16, seed=seed, orthogonal=orthogonal
+            num_random_features, 16, seed=seed, orthogonal=orthogonal
         )
-        out = favor_attention(q, k, v, w, kernel=kernel, is_causal=is_causal)
+        out = favor_attention(
+            q, k, v, w, feature_map=feature_map, is_causal=is_causal
+        )
         result.append(np.mean((np.asarray(out) - exact) ** 2))
     return np.array(result)
 
@@ -81,29 +85,29 @@ def mean_error(*args, **kwargs):
 
 
 @pytest.mark.parametrize("is_causal", [False, True])
-@pytest.mark.parametrize("kernel", ["softmax", "hyperbolic", "trig"])
-def test_error_falls_with_more_features(kernel, is_causal):
+@pytest.mark.parametrize("feature_map", ["softmax", "hyperbolic", "trig"])
+def test_error_falls_with_more_features(feature_map, is_causal):
     medians = [
-        np.median(errors(kernel, m, True, range(5), is_causal))
+        np.median(errors(feature_map, m, True, range(5), is_causal))
         for m in (16, 64, 256)
     ]
     assert medians[0] > medians[1] > medians[2]
     assert medians[2] < 0.5 * medians[0]
 
 
-@pytest.mark.parametrize("kernel", ["softmax", "hyperbolic"])
-def test_orthogonal_no_worse_than_iid(kernel):
+@pytest.mark.parametrize("feature_map", ["softmax", "hyperbolic"])
+def test_orthogonal_no_worse_than_iid(feature_map):
     # Measured over 64 draws: orthogonal rows cut the error by 20-35% at
     # m = 64, d = 16 (the gain shrinks as m grows past d).
     seeds = range(24)
-    orthogonal = mean_error(kernel, 64, True, seeds)
-    iid = mean_error(kernel, 64, False, seeds)
+    orthogonal = mean_error(feature_map, 64, True, seeds)
+    iid = mean_error(feature_map, 64, False, seeds)
     assert orthogonal <= iid
 
 
 @pytest.mark.parametrize("orthogonal", [True, False])
-@pytest.mark.parametrize("kernel", ["softmax", "hyperbolic", "trig"])
-def test_estimator_is_unbiased(kernel, orthogonal):
+@pytest.mark.parametrize("feature_map", ["softmax", "hyperbolic", "trig"])
+def test_estimator_is_unbiased(feature_map, orthogonal):
     # E[phi(q) . phi(k)] = exp(q . k / sqrt(d)), over projection draws.
     rng = np.random.default_rng(1)
     dim = 8
@@ -112,8 +116,8 @@ def test_estimator_is_unbiased(kernel, orthogonal):
     estimates = []
     for seed in range(300):
         w = sample_projection_matrix(64, dim, seed=seed, orthogonal=orthogonal)
-        q_parts = feature_maps.feature_parts(q, w, kernel)
-        k_parts = feature_maps.feature_parts(k, w, kernel)
+        q_parts = feature_maps.feature_parts(q, w, feature_map)
+        k_parts = feature_maps.feature_parts(k, w, feature_map)
         q_features = np.asarray(feature_maps.features(q_parts, 0.0))
         k_features = np.asarray(feature_maps.features(k_parts, 0.0))
         estimates.append(np.sum(q_features * k_features, axis=-1))
@@ -126,37 +130,43 @@ def test_estimator_is_unbiased(kernel, orthogonal):
     assert np.all(deviation < 4 * standard_error)
 
 
-@pytest.mark.parametrize("kernel", ["softmax", "hyperbolic"])
-def test_positive_features_are_positive(kernel):
+@pytest.mark.parametrize("feature_map", ["softmax", "hyperbolic"])
+def test_positive_features_are_positive(feature_map):
     q, _, _ = random_inputs(2, scale=3.0)
     w = sample_projection_matrix(32, 16, seed=0)
-    parts = feature_maps.feature_parts(q, w, kernel)
+    parts = feature_maps.feature_parts(q, w, feature_map)
     phi = np.asarray(feature_maps.features(parts, 0.0))
     assert np.all(phi >= 0)
 
 
-@pytest.mark.parametrize("kernel", KERNELS)
-def test_bidirectional_equals_quadratic_form(kernel):
+@pytest.mark.parametrize("feature_map", FEATURE_MAPS)
+def test_bidirectional_equals_quadratic_form(feature_map):
     q, k, v = random_inputs(3)
     w = sample_projection_matrix(32, 16, seed=0)
-    out = np.asarray(favor_attention(q, k, v, w, kernel=kernel))
-    expected = reference.favor(q, k, v, w, kernel)
+    out = np.asarray(favor_attention(q, k, v, w, feature_map=feature_map))
+    expected = reference.favor(q, k, v, w, feature_map)
     np.testing.assert_allclose(out, expected, atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("kernel", KERNELS)
-def test_causal_rows_equal_bidirectional_prefixes(kernel):
+@pytest.mark.parametrize("feature_map", FEATURE_MAPS)
+def test_causal_rows_equal_bidirectional_prefixes(feature_map):
     # One estimator in both modes: causal row i is the bidirectional output
     # over positions 0..i.
     q, k, v = random_inputs(4, length=24)
     w = sample_projection_matrix(32, 16, seed=0)
     causal = np.asarray(
-        favor_attention(q, k, v, w, kernel=kernel, is_causal=True, chunk_size=8)
+        favor_attention(
+            q, k, v, w, feature_map=feature_map, is_causal=True, chunk_size=8
+        )
     )
     for i in (0, 7, 8, 15, 23):
         prefix = np.asarray(
             favor_attention(
-                q[:, i : i + 1], k[:, : i + 1], v[:, : i + 1], w, kernel=kernel
+                q[:, i : i + 1],
+                k[:, : i + 1],
+                v[:, : i + 1],
+                w,
+                feature_map=feature_map,
             )
         )
         np.testing.assert_allclose(
@@ -164,21 +174,21 @@ def test_causal_rows_equal_bidirectional_prefixes(kernel):
         )
 
 
-@pytest.mark.parametrize("kernel", ["softmax", "hyperbolic"])
-def test_key_of_large_norm_does_not_flush_the_others(kernel):
+@pytest.mark.parametrize("feature_map", ["softmax", "hyperbolic"])
+def test_key_of_large_norm_does_not_flush_the_others(feature_map):
     q, k, v = random_inputs(5)
     w = sample_projection_matrix(32, 16, seed=0)
     k[:, 10] *= 8.0
-    out = np.asarray(favor_attention(q, k, v, w, kernel=kernel))
-    expected = reference.favor(q, k, v, w, kernel)
+    out = np.asarray(favor_attention(q, k, v, w, feature_map=feature_map))
+    expected = reference.favor(q, k, v, w, feature_map)
     # (With the authors' stabilizer, max of W k and 1e-6 added, the other
     # keys' features fall under the 1e-6: near-uniform attention.)
     np.testing.assert_allclose(out, expected, atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("is_causal", [False, True])
-@pytest.mark.parametrize("kernel", KERNELS)
-def test_padded_keys_change_nothing(kernel, is_causal):
+@pytest.mark.parametrize("feature_map", FEATURE_MAPS)
+def test_padded_keys_change_nothing(feature_map, is_causal):
     q, k, v = random_inputs(4, length=40)
     w = sample_projection_matrix(32, 16, seed=0)
     key_mask = np.ones((2, 40), bool)
@@ -196,7 +206,7 @@ def test_padded_keys_change_nothing(kernel, is_causal):
                     k_junk,
                     v_junk,
                     w,
-                    kernel=kernel,
+                    feature_map=feature_map,
                     is_causal=is_causal,
                     key_mask=key_mask,
                     chunk_size=16,
@@ -207,7 +217,7 @@ def test_padded_keys_change_nothing(kernel, is_causal):
     if not is_causal:
         # The first sequence's padding is at the end: same as dropping it.
         unpadded = favor_attention(
-            q[:1], k[:1, :30], v[:1, :30], w, kernel=kernel
+            q[:1], k[:1, :30], v[:1, :30], w, feature_map=feature_map
         )
         np.testing.assert_allclose(
             outputs[0][:1], np.asarray(unpadded), atol=1e-6, rtol=1e-6
@@ -232,17 +242,23 @@ def test_query_that_sees_no_key_outputs_zero(is_causal):
 
 
 @pytest.mark.parametrize("is_causal", [False, True])
-@pytest.mark.parametrize("kernel", KERNELS)
-def test_scores_times_values_is_the_output(kernel, is_causal):
+@pytest.mark.parametrize("feature_map", FEATURE_MAPS)
+def test_scores_times_values_is_the_output(feature_map, is_causal):
     q, k, v = random_inputs(6, length=24)
     w = sample_projection_matrix(32, 16, seed=0)
     key_mask = np.ones((2, 24), bool)
     key_mask[1, -5:] = False
     scores = favor_attention_scores(
-        q, k, w, kernel=kernel, is_causal=is_causal, key_mask=key_mask
+        q, k, w, feature_map=feature_map, is_causal=is_causal, key_mask=key_mask
     )
     out = favor_attention(
-        q, k, v, w, kernel=kernel, is_causal=is_causal, key_mask=key_mask
+        q,
+        k,
+        v,
+        w,
+        feature_map=feature_map,
+        is_causal=is_causal,
+        key_mask=key_mask,
     )
     scores = np.asarray(scores)
     assert scores.shape == (2, 2, 24, 24)
@@ -281,7 +297,7 @@ def test_bad_projection_mask_and_kernel():
     w = sample_projection_matrix(8, 16, seed=0)
     with pytest.raises(ValueError, match="key_mask"):
         favor_attention(q, k, v, w, key_mask=np.ones((2, 9), bool))
-    with pytest.raises(ValueError, match="kernel"):
-        favor_attention(q, k, v, w, kernel="cosine")
+    with pytest.raises(ValueError, match="feature_map"):
+        favor_attention(q, k, v, w, feature_map="cosine")
     with pytest.raises(ValueError, match="length"):
         favor_attention(q[:, :4], k, v, w, is_causal=True)

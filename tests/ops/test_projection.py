@@ -4,11 +4,13 @@ import pytest
 from keras_performer.ops import sample_projection_matrix
 
 
-@pytest.mark.parametrize("num_features,dim", [(64, 16), (100, 32), (8, 16)])
-def test_orthogonal_blocks(num_features, dim):
-    w = np.asarray(sample_projection_matrix(num_features, dim, seed=3))
-    assert w.shape == (num_features, dim)
-    for start in range(0, num_features, dim):
+@pytest.mark.parametrize(
+    "num_random_features,dim", [(64, 16), (100, 32), (8, 16)]
+)
+def test_orthogonal_blocks(num_random_features, dim):
+    w = np.asarray(sample_projection_matrix(num_random_features, dim, seed=3))
+    assert w.shape == (num_random_features, dim)
+    for start in range(0, num_random_features, dim):
         block = w[start : start + dim]
         directions = block / np.linalg.norm(block, axis=1, keepdims=True)
         gram = directions @ directions.T
@@ -16,11 +18,13 @@ def test_orthogonal_blocks(num_features, dim):
 
 
 def test_sqrt_d_norms():
-    w = np.asarray(sample_projection_matrix(40, 16, seed=0, norm="sqrt_d"))
+    w = np.asarray(
+        sample_projection_matrix(40, 16, seed=0, projection_norm="sqrt_d")
+    )
     np.testing.assert_allclose(np.linalg.norm(w, axis=1), 4.0, rtol=1e-5)
     w = np.asarray(
         sample_projection_matrix(
-            40, 16, seed=0, orthogonal=False, norm="sqrt_d"
+            40, 16, seed=0, orthogonal=False, projection_norm="sqrt_d"
         )
     )
     np.testing.assert_allclose(np.linalg.norm(w, axis=1), 4.0, rtol=1e-5)
@@ -31,7 +35,7 @@ def test_chi_norms_and_isotropy(orthogonal):
     # chi(d) norms: E|w|^2 = d; uniform directions: E[w w^T] = I.
     w = np.asarray(
         sample_projection_matrix(
-            20000, 8, seed=1, orthogonal=orthogonal, norm="chi"
+            20000, 8, seed=1, orthogonal=orthogonal, projection_norm="chi"
         )
     )
     np.testing.assert_allclose(np.mean(np.sum(w**2, axis=1)), 8.0, rtol=0.03)
@@ -42,7 +46,11 @@ def test_sign_correction_gives_uniform_rotations():
     # Without the sign correction of the QR factor, the first coordinate of
     # the first row would be biased to one sign.
     first = [
-        float(sample_projection_matrix(4, 4, seed=s, norm="sqrt_d")[0, 0])
+        float(
+            sample_projection_matrix(4, 4, seed=s, projection_norm="sqrt_d")[
+                0, 0
+            ]
+        )
         for s in range(400)
     ]
     assert abs(np.mean(np.sign(first))) < 0.15
@@ -59,10 +67,13 @@ def test_same_seed_same_matrix():
 @pytest.mark.parametrize(
     "kwargs,match",
     [
-        ({"num_features": 0, "dim": 4}, "num_features"),
-        ({"num_features": 4, "dim": 2.5}, "dim"),
-        ({"num_features": 4, "dim": 4, "norm": "unit"}, "norm"),
-        ({"num_features": 4, "dim": 4, "seed": "a"}, "seed"),
+        ({"num_random_features": 0, "dim": 4}, "num_random_features"),
+        ({"num_random_features": 4, "dim": 2.5}, "dim"),
+        (
+            {"num_random_features": 4, "dim": 4, "projection_norm": "unit"},
+            "projection_norm",
+        ),
+        ({"num_random_features": 4, "dim": 4, "seed": "a"}, "seed"),
     ],
 )
 def test_bad_arguments(kwargs, match):

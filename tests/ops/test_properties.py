@@ -1,6 +1,6 @@
 """Property-based tests of the FAVOR forms (hypothesis) over shapes, masks,
-kernels, chunk sizes and modes. The trigonometric kernel is left out: its
-denominators can vanish, so its outputs have no tolerance to test
+feature maps, chunk sizes and modes. The trigonometric feature map is left
+out: its denominators can vanish, so its outputs have no tolerance to test
 against (its examples are in test_favor.py and test_causal.py).
 
 Profiles: `ci` (the default, a few examples per property) and `thorough`
@@ -10,19 +10,19 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from keras_performer.ops import POSITIVE_KERNELS
+from keras_performer.ops import POSITIVE_FEATURE_MAPS
 from keras_performer.ops import causal_favor_attention
 from keras_performer.ops import favor_attention
 from keras_performer.ops import sample_projection_matrix
 from tests.ops import reference
 
-KERNELS = sorted(set(POSITIVE_KERNELS) | {"relu"})
+FEATURE_MAPS = sorted(set(POSITIVE_FEATURE_MAPS) | {"relu"})
 TOLERANCE = dict(atol=2e-5, rtol=2e-4)
 
 
 @st.composite
 def problems(draw, min_length=1):
-    """Inputs, projection, key mask (or None), kernel and chunk size."""
+    """Inputs, projection, key mask (or None), feature map and chunk size."""
     batch = draw(st.integers(1, 2))
     length = draw(st.integers(min_length, 40))
     heads = draw(st.integers(1, 2))
@@ -47,7 +47,7 @@ def problems(draw, min_length=1):
             draw(st.sampled_from([4, 16])), dim, seed=seed
         ),
         mask=mask,
-        kernel=draw(st.sampled_from(KERNELS)),
+        feature_map=draw(st.sampled_from(FEATURE_MAPS)),
         chunk_size=draw(st.integers(1, 16)),
     )
 
@@ -59,7 +59,7 @@ def attend(p, is_causal, q=None, k=None, v=None, mask="same"):
             p["k"] if k is None else k,
             p["v"] if v is None else v,
             p["w"],
-            kernel=p["kernel"],
+            feature_map=p["feature_map"],
             is_causal=is_causal,
             key_mask=p["mask"] if isinstance(mask, str) else mask,
             chunk_size=p["chunk_size"],
@@ -78,7 +78,7 @@ def test_equals_the_quadratic_form_of_the_same_features(p, is_causal):
     if is_causal:
         mask = mask * np.tril(np.ones((length, length)))
     expected = reference.favor(
-        p["q"], p["k"], p["v"], p["w"], p["kernel"], mask
+        p["q"], p["k"], p["v"], p["w"], p["feature_map"], mask
     )
     np.testing.assert_allclose(attend(p, is_causal), expected, **TOLERANCE)
 
@@ -138,7 +138,7 @@ def test_bidirectional_is_invariant_to_key_order(p, seed):
 def test_streaming_equals_the_full_pass(p, data):
     length = p["k"].shape[1]
     cut = data.draw(st.integers(1, length - 1))
-    options = dict(kernel=p["kernel"], chunk_size=p["chunk_size"])
+    options = dict(feature_map=p["feature_map"], chunk_size=p["chunk_size"])
     mask = full_mask(p)
     full, full_state = causal_favor_attention(
         p["q"], p["k"], p["v"], p["w"], key_mask=mask, **options

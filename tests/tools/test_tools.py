@@ -78,7 +78,7 @@ def test_benchmark_stops_a_method_that_runs_out_of_memory(tmp_path):
         "benchmark.py",
         "--lengths=16,16384",
         "--modes=bidirectional",
-        "--kernels=",
+        "--feature_maps=",
         "--noprojections",
         "--heads=2",
         "--dim=8",
@@ -98,7 +98,7 @@ def test_approximation(tmp_path):
     stdout = run_tool(
         "approximation.py",
         "--features=4,16",
-        "--kernels=softmax,trig",
+        "--feature_maps=softmax,trig",
         "--length=16",
         "--heads=1",
         "--dim=4",
@@ -108,7 +108,7 @@ def test_approximation(tmp_path):
     assert "orthogonal" in stdout
     with open(output + ".json") as file:
         rows = json.load(file)["results"]
-    assert len(rows) == 2 * 2 * 2 * 2  # norms x kernels x projections x m
+    assert len(rows) == 2 * 2 * 2 * 2  # norms x feature maps x projections x m
     assert all(row["mse"] >= 0 for row in rows)
     assert os.path.getsize(output + ".png") > 0
 
