@@ -1,5 +1,7 @@
 """PerformerAttention: a drop-in for `keras.layers.MultiHeadAttention`."""
 
+import re
+
 import keras
 import keras_hub
 from keras import ops
@@ -276,10 +278,11 @@ class PerformerAttention(keras.layers.Layer):
         self._rotary_embedding = None
         if rotary_max_wavelength is not None:
             self._rotary_embedding = keras_hub.layers.RotaryEmbedding(
-                max_wavelength=rotary_max_wavelength, dtype=self.dtype_policy
+                max_wavelength=rotary_max_wavelength,
+                dtype=self._sublayer_policy("rotary_embedding"),
             )
         self._dropout_layer = keras.layers.Dropout(
-            dropout, seed=self.seed, dtype=self.dtype_policy
+            dropout, seed=self.seed, dtype=self._sublayer_policy("dropout")
         )
 
     def build(self, query_shape, value_shape=None, key_shape=None):
@@ -385,6 +388,14 @@ class PerformerAttention(keras.layers.Layer):
         for variable, value in zip(others, weights, strict=True):
             variable.assign(value)
 
+    def load_own_variables(self, store):
+        if len(store.keys()) == 0:
+            # A file saved from a MultiHeadAttention of the same model: it
+            # has no random features, which stay as drawn from the seed.
+            _read_from_multi_head_attention(store)
+            return
+        super().load_own_variables(store)
+
     @property
     def query_dense(self):
         return self._query_dense
@@ -416,12 +427,20 @@ class PerformerAttention(keras.layers.Layer):
             activity_regularizer=self._activity_regularizer,
             kernel_constraint=self.kernel_constraint,
             bias_constraint=self.bias_constraint,
-            dtype=self.dtype_policy,
+            dtype=self._sublayer_policy(name),
             name=name,
         )
         # Masks are applied by this layer; let them pass the projections.
         dense.supports_masking = True
         return dense
+
+    def _sublayer_policy(self, name):
+        """The dtype policy of sublayer `name`: the layer's, or its entry in
+        a map of policies (a quantized layer's config)."""
+        policy = self.dtype_policy
+        if isinstance(policy, keras.dtype_policies.DTypePolicyMap):
+            return policy[f"{self.path or self.name}/{name}"]
+        return policy
 
     def _sample_projection(self, shape, dtype=None, seed=None, draw=0):
         return sample_projection_matrix(
@@ -729,6 +748,18 @@ class PerformerAttention(keras.layers.Layer):
                 **performer_options(self),
             }
         )
+        # Quantized sublayers (`model.quantize`) are rebuilt quantized from
+        # a map of dtype policies by path, as keras-hub's backbones do; a
+        # pattern on the sublayer's name, as the layer's own path may change
+        # when a model is loaded (a Sequential builds it in its scope).
+        policy = self.dtype_policy
+        if not isinstance(policy, keras.dtype_policies.DTypePolicyMap):
+            policy = keras.dtype_policies.DTypePolicyMap(default_policy=policy)
+            for layer in self._flatten_layers(include_self=False):
+                if layer.quantization_mode is not None:
+                    policy[f".*/{re.escape(layer.name)}"] = layer.dtype_policy
+            if len(policy):
+                config["dtype"] = keras.dtype_policies.serialize(policy)
         return config
 
 
@@ -793,6 +824,36 @@ def check_performer_options(
     if not isinstance(redraw, bool):
         raise ValueError(f"`redraw` must be a bool. Received: redraw={redraw}")
     check_seed(seed)
+
+
+def _read_from_multi_head_attention(store):
+    """Points `store` at the weights a `MultiHeadAttention` in the same
+    place saved, when the file has no group for this layer.
+
+    Inside a Sequential or Functional model, Keras files a layer's weights
+    under its class name (`layers/multi_head_attention_1/query_dense/...`),
+    so a Performer model looks for `layers/performer_attention_1/...`. The
+    sublayers are loaded after this call, from paths under the layer's own:
+    they are read from the `MultiHeadAttention`'s group instead. This uses
+    the path a Keras 3 weights store keeps (`_h5_entry_path`); the tests of
+    `model.load_weights` catch any change to it.
+    """
+    path = getattr(store, "_h5_entry_path", None)
+    if not path or store.has_path(path):
+        return
+    parent, _, name = path.rpartition("/")
+    suffix = re.fullmatch(r"[a-z0-9_]*?(_\d+)?", name).group(1) or ""
+    source = f"{parent}/multi_head_attention{suffix}".lstrip("/")
+    if not store.has_path(source):
+        return
+    get = store.get
+
+    def get_from_source(inner_path):
+        if inner_path == path or inner_path.startswith(path + "/"):
+            inner_path = source + inner_path[len(path) :]
+        return get(inner_path)
+
+    store.get = get_from_source
 
 
 def _as_bool(mask):

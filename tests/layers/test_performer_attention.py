@@ -584,9 +584,9 @@ def test_lora_on_the_public_dense_sublayers(tmp_path):
     )
 
 
-def test_int8_quantization():
-    # (A .keras round trip of an int8 model fails in Keras 3.15 for
-    # MultiHeadAttention too: sublayers are rebuilt in float.)
+def test_int8_quantization_trains_and_survives_a_keras_file(tmp_path):
+    # (MultiHeadAttention's .keras round trip of an int8 model fails in
+    # Keras 3.15: its sublayers are rebuilt in float.)
     x = inputs()
     model = keras.Sequential(
         [keras.Input((32, 16)), PerformerAttention(2, 8, seed=0)]
@@ -594,10 +594,85 @@ def test_int8_quantization():
     expected = np.asarray(model(x))
     model.quantize("int8")
     layer = model.layers[0]
-    for dense in (layer.query_dense, layer.key_dense, layer.value_dense):
+    for dense in (
+        layer.query_dense,
+        layer.key_dense,
+        layer.value_dense,
+        layer.output_dense,
+    ):
         assert dense.quantization_mode == "int8"
     out = np.asarray(model(x))
     assert np.abs(out - expected).max() < 0.05 * np.abs(expected).max()
+    model.compile("adam", "mse")
+    model.fit(x, np.zeros_like(x), epochs=2, verbose=0)
+    trained = np.asarray(model(x))
+    assert np.abs(trained - out).max() > 1e-4  # The biases train.
+    for round_trip in range(2):  # A loaded model saves again.
+        path = os.path.join(tmp_path, f"int8_{round_trip}.keras")
+        model.save(path)
+        model = keras.saving.load_model(path)
+        assert model.layers[0].query_dense.quantization_mode == "int8"
+        np.testing.assert_array_equal(model(x), trained)
+
+
+class AttentionModel(keras.Model):
+    """A subclassed model: its layer's weights are filed under `attention`
+    whatever the layer's class."""
+
+    def __init__(self, attention):
+        super().__init__()
+        self.attention = attention
+
+    def call(self, x):
+        return self.attention(x, x)
+
+
+def attention_model(kind, attention_class, **kwargs):
+    def attention():
+        return attention_class(num_heads=2, key_dim=8, **kwargs)
+
+    if kind == "subclassed":
+        model = AttentionModel(attention())
+        model(inputs())
+        return model
+    x = keras.Input((32, 16))
+    y = attention()(x, x)
+    y = keras.layers.Dense(16)(y)
+    return keras.Model(x, attention()(y, y))
+
+
+@pytest.mark.parametrize("kind", ["functional", "subclassed"])
+@pytest.mark.parametrize("use_gate", [False, True])
+@pytest.mark.parametrize("skip_mismatch", [False, True])
+def test_load_weights_of_the_same_model_with_multi_head_attention(
+    tmp_path, kind, use_gate, skip_mismatch
+):
+    mha_model = attention_model(
+        kind, keras.layers.MultiHeadAttention, use_gate=use_gate, seed=0
+    )
+    path = os.path.join(tmp_path, "mha.weights.h5")
+    mha_model.save_weights(path)
+    model = attention_model(kind, PerformerAttention, use_gate=use_gate, seed=1)
+    projections = [
+        np.asarray(w) for w in model.weights if w.name == "projection_matrix"
+    ]
+    model.load_weights(path, skip_mismatch=skip_mismatch)
+    trainable = model.trainable_weights
+    assert len(trainable) == len(mha_model.trainable_weights)
+    for ours, theirs in zip(
+        trainable, mha_model.trainable_weights, strict=True
+    ):
+        np.testing.assert_array_equal(ours, theirs)
+    kept = [w for w in model.weights if w.name == "projection_matrix"]
+    for ours, drawn in zip(kept, projections, strict=True):
+        np.testing.assert_array_equal(ours, drawn)
+    # Its own file still holds its projections.
+    own = os.path.join(tmp_path, "performer.weights.h5")
+    model.save_weights(own)
+    again = attention_model(kind, PerformerAttention, use_gate=use_gate, seed=2)
+    again.load_weights(own)
+    for ours, theirs in zip(again.weights, model.weights, strict=True):
+        np.testing.assert_array_equal(ours, theirs)
 
 
 def test_set_weights_takes_a_multi_head_attention_list():
