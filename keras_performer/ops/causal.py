@@ -5,9 +5,17 @@ Query `i` sees keys `j <= i` (paper, Sec. 2.3):
     out_i = q'_i S_i / (q'_i . z_i),  S_i = sum_{j<=i} k'_j v_j^T,
     z_i = sum_{j<=i} k'_j.
 
-The sequence is cut into chunks of `C` tokens: inside a chunk the masked
-quadratic form, between chunks the state `(S, z)`. That is exact and needs
-`O(L C + (L / C) m d)` memory, never an `[L, m, d]` tensor. Decoding feeds
+Shapes, here and in every comment below: `B` batch, `H` heads, `L` length
+(padded to whole chunks), `C` chunk size, `N = L / C` chunks, `F` features,
+`D` value size (`D + 1` with the column of ones that carries `z` beside
+`S`).
+
+The sequence is cut into chunks of `C` tokens, in four steps:
+stabilizers (`_stabilizers`), inside each chunk the masked quadratic form
+(`_in_chunk`), between chunks the sums `(S, z)` of all earlier chunks
+(`_between_chunks`, a blocked scan linear in `N`), and the state after the
+last token (`_state`). That is exact, costs `O(L C + L F D)` time and
+`O(L (C + F) + N F D)` memory, never an `[L, F, D]` tensor. Decoding feeds
 the state from call to call: constant memory and time per token.
 
 Stabilizer, exact and causal: `R_i`, the running max of the keys'
@@ -98,9 +106,6 @@ def causal_favor_attention(
     query, key, value, key_mask = check_attention_inputs(
         query, key, value, key_mask, True, projection_matrix
     )
-    batch_size, length, num_heads, _ = ops.shape(key)
-    if batch_size is None:  # Symbolic inputs: the reshapes infer it.
-        batch_size = -1
     value_dim = value.shape[-1]
     if initial_state is None:
         # Broadcast over the batch from `key`: its size may be unknown
@@ -117,7 +122,35 @@ def causal_favor_attention(
             + ops.zeros_like(key[:, :1, :, :1])[:, 0, :, :, None]
         )
     initial_state = ops.cast(initial_state, "float32")
+    out, state = _causal_form(
+        query,
+        key,
+        value,
+        projection_matrix,
+        feature_map,
+        key_mask,
+        chunk_size,
+        initial_state,
+    )
+    return ops.cast(out, dtype), state
 
+
+def _causal_form(
+    query,
+    key,
+    value,
+    projection_matrix,
+    feature_map,
+    key_mask,
+    chunk_size,
+    initial_state,
+):
+    """The chunked causal form of float32 inputs; see the module docstring.
+    Returns the float32 output and state."""
+    batch_size, length, num_heads, _ = ops.shape(key)
+    if batch_size is None:  # Symbolic inputs: the reshapes infer it.
+        batch_size = -1
+    value_dim = value.shape[-1]
     # Pad the length to whole chunks; padded keys are masked out.
     if isinstance(length, int):
         chunk_size = min(chunk_size, length)
@@ -133,106 +166,237 @@ def causal_favor_attention(
     key_mask = ops.pad(key_mask, [(0, 0), (0, padding)], constant_values=False)
     key_mask = key_mask[:, None, :]  # [B, 1, L]: rows of [B, H, L, F]
     padded_length = length + padding
-    num_chunks = padded_length // chunk_size
-
-    def to_chunks(x):  # [B, H, L, ...] -> [B, H, N, C, ...]
-        return ops.reshape(
-            x,
-            (batch_size, num_heads, num_chunks, chunk_size)
-            + tuple(x.shape[3:]),
-        )
+    chunks = _Chunks(
+        batch_size, num_heads, padded_length // chunk_size, chunk_size
+    )
 
     query_parts = feature_maps.feature_parts(
         query, projection_matrix, feature_map
     )
     key_parts = feature_maps.feature_parts(key, projection_matrix, feature_map)
-    query_features = feature_maps.query_features(query_parts)
+    state_log_scale = initial_state[:, :, :1, value_dim + 2]  # [B, H, 1]
+    running_max, chunk_end_max = _stabilizers(
+        key_parts, key_mask, state_log_scale, chunks
+    )
+    query_chunks = chunks.split(feature_maps.query_features(query_parts))
+    key_chunks = chunks.split(
+        feature_maps.features(
+            key_parts,
+            running_max[..., None],
+            mask=key_mask if masked else None,
+        )
+    )
+    # A column of ones after the values carries the denominator along.
+    value_chunks = chunks.split(with_ones(value))
+    running_max = chunks.split(running_max)
 
-    # Running max R_i of the keys' log-features over positions <= i (and
-    # the incoming state): key j is scaled by exp(-R_j), and its product
-    # with query i >= j by exp(R_j - R_i) <= 1. E_c: R at chunk ends.
+    out = _in_chunk(query_chunks, key_chunks, value_chunks, running_max)
+    prefix_sums, final_sums = _between_chunks(
+        key_chunks,
+        value_chunks,
+        running_max,
+        chunk_end_max,
+        initial_state[..., : value_dim + 1],
+        chunks,
+    )
+    from_chunk_start = ops.exp(chunk_end_max[..., :-1, None] - running_max)
+    out += from_chunk_start[..., None] * ops.matmul(query_chunks, prefix_sums)
+
+    numerator, denominator = ops.split(out, [value_dim], axis=-1)
+    out = chunks.join(normalize(numerator, denominator))
+    out = heads_first(out[:, :, :length])
+    new_keys = ops.sum(ops.cast(key_mask, "float32"), axis=-1)  # [B, 1]
+    final_state = _state(
+        final_sums,
+        initial_state[..., value_dim + 1 : value_dim + 2]
+        + new_keys[:, :, None, None],
+        chunk_end_max[..., -1],
+    )
+    return out, final_state
+
+
+class _Chunks:
+    """Reshapes `[B, H, L, ...]` to `[B, H, N, C, ...]` and back."""
+
+    def __init__(self, batch_size, num_heads, num_chunks, chunk_size):
+        self.leading = (batch_size, num_heads)
+        self.chunks = (num_chunks, chunk_size)
+
+    def split(self, x):
+        return ops.reshape(x, self.leading + self.chunks + tuple(x.shape[3:]))
+
+    def join(self, x):
+        length = self.chunks[0] * self.chunks[1]
+        return ops.reshape(x, self.leading + (length,) + tuple(x.shape[4:]))
+
+
+def _stabilizers(key_parts, key_mask, state_log_scale, chunks):
+    """The running max `R_i` of the keys' log-features over positions
+    `<= i` and the incoming state, `[B, H, L]`, and `E`, `R` at each chunk
+    boundary, `[B, H, N + 1]` (before chunk 0, after chunk 0, ..., after the
+    last). Key `j` is scaled by `exp(-R_j)` and its product with query
+    `i >= j` by `exp(R_j - R_i) <= 1`."""
     key_max = feature_maps.row_log_max(key_parts)
-    if key_max is None:
-        key_max = ops.zeros_like(key[..., 0])  # [B, H, padded length]
+    if key_max is None:  # Features with no exponential factor.
+        key_max = ops.zeros_like(key_mask, dtype="float32") + ops.zeros_like(
+            state_log_scale
+        )
     else:
         key_max = ops.where(key_mask, key_max[..., 0], feature_maps.NO_KEYS)
-    inner_max = _running_max(to_chunks(key_max))  # [B, H, N, C]
-    state_log_scale = initial_state[:, :, :1, value_dim + 2]  # [B, H, 1]
-    chunk_end_max = _running_max(
-        ops.concatenate([state_log_scale, inner_max[..., -1]], axis=2)
-    )  # [B, H, N + 1]: E before chunk 0, after chunk 0, ..., after N - 1.
-    running_max = ops.maximum(chunk_end_max[..., :-1, None], inner_max)
-    key_features = feature_maps.features(
-        key_parts,
-        ops.reshape(running_max, (batch_size, num_heads, padded_length, 1)),
-        mask=key_mask if masked else None,
+    # No gradient flows through stabilizers: they cancel.
+    running_max = _cumulative_max(
+        ops.stop_gradient(ops.concatenate([state_log_scale, key_max], axis=2)),
+        chunks.leading,
+    )  # [B, H, 1 + L]: the state's scale, then R.
+    chunk_end_max = ops.concatenate(
+        [running_max[..., :1], chunks.split(running_max[..., 1:])[..., -1]],
+        axis=2,
     )
-    query_chunks = to_chunks(query_features)
-    key_chunks = to_chunks(key_features)
-    # A column of ones after the values carries the denominator along.
-    value_chunks = to_chunks(with_ones(value))
+    return running_max[..., 1:], chunk_end_max
 
-    # Inside each chunk: the masked quadratic form.
+
+def _in_chunk(query_chunks, key_chunks, value_chunks, running_max):
+    """The masked quadratic form inside each chunk, `[B, H, N, C, D + 1]`,
+    each product scaled by `exp(R_j - R_i)`."""
+    chunk_size = query_chunks.shape[3]
     rescale = running_max[..., None, :] - running_max[..., :, None]
     rescale = ops.where(lower_triangle(chunk_size), rescale, float("-inf"))
     scores = ops.matmul(query_chunks, ops.swapaxes(key_chunks, 3, 4))
-    out = ops.matmul(scores * ops.exp(rescale), value_chunks)
+    return ops.matmul(scores * ops.exp(rescale), value_chunks)
 
-    # Between chunks: each chunk's sums, scaled to its end, and the
-    # incoming state, summed up to each chunk start rescaled to it.
+
+def _between_chunks(
+    key_chunks, value_chunks, running_max, chunk_end_max, initial_sums, chunks
+):
+    """The sums `k' v^T` of the state and all earlier chunks, at the start
+    of each chunk (`[B, H, N, F, D + 1]`, scaled to `E` there) and after the
+    last (`[B, H, F, D + 1]`).
+
+    Each chunk's sums are scaled to its end, then summed up to each chunk
+    by `_prefix_sums`, in time and memory linear in the number of chunks."""
     to_chunk_end = ops.exp(running_max - chunk_end_max[..., 1:, None])
     sums = ops.concatenate(
         [
-            initial_state[:, :, None, :, : value_dim + 1],
+            initial_sums[:, :, None],
             ops.matmul(
                 ops.swapaxes(key_chunks, 3, 4),
                 value_chunks * to_chunk_end[..., None],
             ),
         ],
         axis=2,
-    )  # [B, H, N + 1, F, value_dim + 1]
-    up_to = chunk_end_max[..., None, :] - chunk_end_max[..., :, None]
-    up_to = ops.exp(
-        ops.where(lower_triangle(num_chunks + 1), up_to, float("-inf"))
-    )  # [B, H, N + 1, N + 1]: rows are chunk starts, then the end.
-    sums_shape = tuple(sums.shape[3:])  # (F, value_dim + 1)
-    flat_sums = ops.reshape(
-        sums,
-        (batch_size, num_heads, num_chunks + 1, sums_shape[0] * sums_shape[1]),
-    )
-    prefix_sums = ops.reshape(
-        ops.matmul(up_to[:, :, :-1], flat_sums),
-        (batch_size, num_heads, num_chunks) + sums_shape,
-    )  # Slicing the small matrix, not the product, keeps gradients cheap.
-    from_chunk_start = ops.exp(chunk_end_max[..., :-1, None] - running_max)
-    out += from_chunk_start[..., None] * ops.matmul(query_chunks, prefix_sums)
+    )  # [B, H, N + 1, F, D + 1]
 
-    numerator, denominator = ops.split(out, [value_dim], axis=-1)
-    out = normalize(numerator, denominator)
-    out = ops.reshape(out, (batch_size, num_heads, padded_length, value_dim))
-    out = heads_first(out[:, :, :length])
-    final_sums = ops.reshape(
-        ops.matmul(up_to[:, :, -1:], flat_sums),
-        (batch_size, num_heads) + sums_shape,
+    sums_shape = tuple(sums.shape[3:])  # (F, D + 1)
+    starts, end = _prefix_sums(
+        ops.reshape(
+            sums,
+            chunks.leading
+            + (chunks.chunks[0] + 1, sums_shape[0] * sums_shape[1]),
+        ),
+        chunk_end_max,
+        chunks.leading,
     )
-    new_keys = ops.sum(ops.cast(key_mask, "float32"), axis=-1)  # [B, 1]
-    absorbed = (
-        initial_state[..., value_dim + 1 : value_dim + 2]
-        + new_keys[:, :, None, None]
-    )  # [B, H, F, 1]: keys counted, as the log-scale, along features
-    final_state = ops.concatenate(
-        [
-            final_sums,
-            absorbed,
-            ops.zeros_like(absorbed) + chunk_end_max[..., -1, None, None],
-        ],
+    return (
+        ops.reshape(starts, chunks.leading + chunks.chunks[:1] + sums_shape),
+        ops.reshape(end, chunks.leading + sums_shape),
+    )
+
+
+def _state(sums, num_keys, log_scale):
+    """The state `[B, H, F, D + 3]` from its sums `[B, H, F, D + 1]`, the
+    number of keys `[B, H or 1, 1, 1]` and the log-scale `[B, H]`."""
+    num_keys = ops.zeros_like(sums[..., :1]) + num_keys
+    return ops.concatenate(
+        [sums, num_keys, ops.zeros_like(num_keys) + log_scale[..., None, None]],
         axis=-1,
     )
-    return ops.cast(out, dtype), final_state
 
 
-def _running_max(x):
-    """Max over `x[..., :i + 1]` for each `i`, for `x` of shape `[..., N]`."""
-    earlier_or_same = lower_triangle(ops.shape(x)[-1])  # [i, j]
-    candidates = ops.where(earlier_or_same, x[..., None, :], float("-inf"))
-    return ops.max(candidates, axis=-1, initial=feature_maps.NO_KEYS)
+# Elements per block of the two scans below: each level costs `M x BLOCK`
+# and hands `M / BLOCK` block totals to the next. Up to `_SCAN_BASE`
+# elements, one quadratic product is faster.
+_SCAN_BLOCK = 32
+_SCAN_BASE = 128
+
+
+def _cumulative_max(x, leading):
+    """`max(x[..., :i + 1])` for each `i`, for `x` of shape `[B, H, M]`
+    (`leading` is `(B, H)`), in blocks: `O(M)` work."""
+    size = x.shape[2]
+    if not isinstance(size, int) or size <= _SCAN_BLOCK:  # One block.
+        earlier_or_same = lower_triangle(ops.shape(x)[2])  # [i, j]
+        candidates = ops.where(earlier_or_same, x[..., None, :], float("-inf"))
+        return ops.max(candidates, axis=-1, initial=feature_maps.NO_KEYS)
+    padding = (-size) % _SCAN_BLOCK
+    x = ops.pad(
+        x, [(0, 0), (0, 0), (0, padding)], constant_values=feature_maps.NO_KEYS
+    )
+    num_blocks = (size + padding) // _SCAN_BLOCK
+    blocks = ops.reshape(x, leading + (num_blocks, _SCAN_BLOCK))  # [B,H,K,G]
+    inner = _cumulative_max(ops.reshape(blocks, (-1, 1, _SCAN_BLOCK)), (-1, 1))
+    inner = ops.reshape(inner, leading + (num_blocks, _SCAN_BLOCK))
+    ends = _cumulative_max(inner[..., -1], leading)  # [B, H, K]
+    before = ops.pad(
+        ends[..., :-1],
+        [(0, 0), (0, 0), (1, 0)],
+        constant_values=feature_maps.NO_KEYS,
+    )
+    out = ops.maximum(inner, before[..., None])
+    return ops.reshape(out, leading + (size + padding,))[:, :, :size]
+
+
+def _prefix_sums(sums, scales, leading):
+    """`P_i = sum_{j <= i} exp(s_j - s_i) x_j` for sums `x` `[B, H, M, X]`
+    at log-scales `s` `[B, H, M]` that never decrease, so that no factor
+    exceeds 1 (`leading` is `(B, H)`). Returns `P` but its last row
+    `[B, H, M - 1, X]`, and its last row `[B, H, X]`.
+
+    Up to `_SCAN_BASE` elements, one lower-triangular product; beyond, the
+    same inside blocks of `_SCAN_BLOCK` elements, recursively over the
+    block totals, and each block's carry added: `O(M)` work and memory,
+    where one product over all `M` is `O(M^2)`.
+    """
+    size = sums.shape[2]
+    if not isinstance(size, int) or size <= _SCAN_BASE:
+        log_weights = scales[..., None, :] - scales[..., :, None]  # [i, j]
+        earlier_or_same = lower_triangle(ops.shape(scales)[2])
+        weights = ops.exp(
+            ops.where(earlier_or_same, log_weights, float("-inf"))
+        )
+        # Slicing the small matrix, not the product, keeps gradients cheap.
+        return (
+            ops.matmul(weights[:, :, :-1], sums),
+            ops.matmul(weights[:, :, -1:], sums)[:, :, 0],
+        )
+    padding = (-size) % _SCAN_BLOCK
+    # Padding at the end: no sums, the last scale (so it never decreases).
+    sums = ops.pad(sums, [(0, 0), (0, 0), (0, padding), (0, 0)])
+    scales = ops.concatenate(
+        [scales, ops.repeat(scales[..., -1:], padding, axis=2)], axis=2
+    )
+    width = sums.shape[-1]
+    num_blocks = (size + padding) // _SCAN_BLOCK
+    block_sums = ops.reshape(sums, leading + (num_blocks, _SCAN_BLOCK, width))
+    block_scales = ops.reshape(scales, leading + (num_blocks, _SCAN_BLOCK))
+    inner = _prefix_sums(
+        ops.reshape(block_sums, (-1, 1, _SCAN_BLOCK, width)),
+        ops.reshape(block_scales, (-1, 1, _SCAN_BLOCK)),
+        (-1, 1),
+    )
+    inner = ops.reshape(
+        ops.concatenate([inner[0], inner[1][:, :, None]], axis=2),
+        leading + (num_blocks, _SCAN_BLOCK, width),
+    )  # [B, H, K, G, X]
+    # Up to the end of each block but the last, at its scale: the carry
+    # into the next block (none into block 0).
+    carried, _ = _prefix_sums(inner[..., -1, :], block_scales[..., -1], leading)
+    carry = ops.pad(carried, [(0, 0), (0, 0), (1, 0), (0, 0)])
+    carry_scale = ops.concatenate(
+        [block_scales[:, :, :1, 0], block_scales[:, :, :-1, -1]], axis=2
+    )
+    out = inner + (
+        ops.exp(carry_scale[..., None] - block_scales)[..., None]
+        * carry[..., None, :]
+    )
+    out = ops.reshape(out, leading + (size + padding, width))
+    return out[:, :, : size - 1], out[:, :, size - 1]

@@ -266,3 +266,40 @@ def test_symbolic_inputs_with_an_unknown_batch_size():
     np.testing.assert_allclose(
         model(x), causal_favor_attention(x, x, x, w)[0], atol=1e-6
     )
+
+
+@pytest.mark.parametrize("length", [64, 50])
+def test_compiled_equals_eager(length):
+    """Traced with unknown lengths inside the scans (a TensorFlow graph, an
+    XLA program), the form gives the eager result."""
+    q, k, v = random_inputs(0, length=length)
+    w = sample_projection_matrix(32, 16, seed=0)
+    eager = causal_favor_attention(q, k, v, w, chunk_size=8)
+    for jit_compile in (False, True):
+        compiled = tf.function(
+            lambda q, k, v: causal_favor_attention(q, k, v, w, chunk_size=8),
+            jit_compile=jit_compile,
+        )(q, k, v)
+        for ours, expected in zip(compiled, eager, strict=True):
+            np.testing.assert_allclose(ours, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("length, chunk_size", [(300, 2), (1100, 1)])
+def test_many_chunks_equal_the_quadratic_form(length, chunk_size):
+    """Hundreds of chunks: the carry between chunks runs its blocked scan
+    (and the running max its own over three levels), with keys of growing
+    norm (a log-scale that rises along the sequence) and padded keys across
+    block edges."""
+    q, k, v = random_inputs(11, batch=1, length=length, heads=1)
+    k = k * np.linspace(0.2, 3.0, length)[None, :, None, None]
+    w = sample_projection_matrix(16, 16, seed=0)
+    key_mask = np.ones((1, length), bool)
+    key_mask[0, 30:90] = False
+    out, state = causal_favor_attention(
+        q, k, v, w, key_mask=key_mask, chunk_size=chunk_size
+    )
+    expected = reference.favor(
+        q, k, v, w, "softmax", reference.causal_mask(length, key_mask)
+    )
+    np.testing.assert_allclose(np.asarray(out), expected, atol=1e-5, rtol=1e-4)
+    assert float(state_length(state)[0]) == length - 60
