@@ -26,6 +26,7 @@ scaled by `exp(-R_j)` and its product with query `i >= j` by
 never added a constant that would not cancel.
 """
 
+import keras
 from keras import ops
 
 from keras_performer.ops import feature_maps
@@ -122,7 +123,16 @@ def causal_favor_attention(
             + ops.zeros_like(key[:, :1, :, :1])[:, 0, :, :, None]
         )
     initial_state = ops.cast(initial_state, "float32")
-    out, state = _causal_form(
+    length = query.shape[1]
+    form = _causal_form
+    # (Symbolic inputs only need the shapes, which one pass gives.)
+    if (
+        isinstance(length, int)
+        and length > _ONE_PASS_CHUNKS * chunk_size
+        and not isinstance(query, keras.KerasTensor)
+    ):
+        form = _segments
+    out, state = form(
         query,
         key,
         value,
@@ -133,6 +143,111 @@ def causal_favor_attention(
         initial_state,
     )
     return ops.cast(out, dtype), state
+
+
+# Sequences of up to `_ONE_PASS_CHUNKS` chunks take one pass; longer ones
+# go in segments of `_SEGMENT_CHUNKS` chunks (see `_segments`).
+_ONE_PASS_CHUNKS = 64
+_SEGMENT_CHUNKS = 32
+
+
+def _segments(
+    query,
+    key,
+    value,
+    projection_matrix,
+    feature_map,
+    key_mask,
+    chunk_size,
+    initial_state,
+):
+    """The causal form over consecutive segments of `_SEGMENT_CHUNKS`
+    chunks, in a loop that carries the state from each to the next. Each
+    segment is recomputed in the backward pass (`keras.remat`) rather than
+    kept, so that memory holds the intermediates of one segment at a time,
+    for about a quarter more training time."""
+    segment = _SEGMENT_CHUNKS * chunk_size
+    length = query.shape[1]
+    padding = (-length) % segment
+    if key_mask is None and padding:
+        key_mask = ops.ones_like(key[:, :, 0, 0], dtype="bool")
+
+    def to_segments(x):  # [B, L, ...] -> [L / segment, B, segment, ...]
+        x = ops.pad(x, [(0, 0), (0, padding)] + [(0, 0)] * (len(x.shape) - 2))
+        shape = (x.shape[1] // segment, segment) + tuple(x.shape[2:])
+        return ops.moveaxis(ops.reshape(x, (-1,) + shape), 1, 0)
+
+    inputs = [to_segments(x) for x in (query, key, value)]
+    if key_mask is not None:
+        # As floats: the rematerialized gradient covers every argument.
+        inputs.append(to_segments(ops.cast(key_mask, "float32")))
+
+    # The projection is an argument, not a capture: a rematerialized
+    # function may not capture tensors.
+    @keras.remat
+    def step(state, projection_matrix, query, key, value, *key_mask):
+        return _causal_form(
+            query,
+            key,
+            value,
+            projection_matrix,
+            feature_map,
+            ops.cast(key_mask[0], "bool") if key_mask else None,
+            chunk_size,
+            state,
+        )
+
+    state, outputs = _scan(
+        lambda state, inputs: step(state, projection_matrix, *inputs),
+        initial_state,
+        inputs,
+    )
+    outputs = ops.moveaxis(outputs, 0, 1)  # [B, L / segment, segment, ...]
+    outputs = ops.reshape(
+        outputs, (-1, outputs.shape[1] * segment) + tuple(outputs.shape[3:])
+    )
+    return outputs[:, :length], state
+
+
+def _scan(step, state, inputs):
+    """Runs `output, state = step(state, inputs[i])` over the leading axis
+    of `inputs`, one step after the other; returns the last state and the
+    outputs stacked.
+
+    `keras.ops.scan` on JAX and PyTorch. On TensorFlow, a `tf.while_loop`
+    with a trip count: Keras 3.15's TensorFlow scan sets none, which XLA
+    needs to differentiate a loop (and wants outputs shaped as the state).
+    """
+    if keras.backend.backend() != "tensorflow":
+
+        def body(state, inputs):
+            output, state = step(state, inputs)
+            return state, output
+
+        return ops.scan(body, state, tuple(inputs))
+    import tensorflow as tf
+
+    steps = inputs[0].shape[0]
+    arrays = [
+        tf.TensorArray(x.dtype, size=steps, element_shape=x.shape[1:]).unstack(
+            x
+        )
+        for x in inputs
+    ]
+    outputs = tf.TensorArray("float32", size=steps)
+
+    def body(index, state, outputs):
+        output, state = step(state, [array.read(index) for array in arrays])
+        return index + 1, state, outputs.write(index, output)
+
+    _, state, outputs = tf.while_loop(
+        lambda index, state, outputs: index < steps,
+        body,
+        (0, state, outputs),
+        maximum_iterations=steps,
+        parallel_iterations=1,  # One segment's intermediates at a time.
+    )
+    return state, outputs.stack()
 
 
 def _causal_form(

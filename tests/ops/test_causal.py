@@ -3,6 +3,7 @@ import pytest
 import tensorflow as tf
 
 from keras_performer.ops import FEATURE_MAPS
+from keras_performer.ops import causal
 from keras_performer.ops import causal_favor_attention
 from keras_performer.ops import empty_state
 from keras_performer.ops import exact_attention
@@ -303,3 +304,60 @@ def test_many_chunks_equal_the_quadratic_form(length, chunk_size):
     )
     np.testing.assert_allclose(np.asarray(out), expected, atol=1e-5, rtol=1e-4)
     assert float(state_length(state)[0]) == length - 60
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_segments_equal_one_pass_with_gradients(monkeypatch, masked):
+    """Past 64 chunks the form runs in rematerialized segments: outputs,
+    state and gradients are those of one pass, eager and compiled."""
+    q, k, v = random_inputs(12, length=300)
+    w = sample_projection_matrix(32, 16, seed=0)
+    key_mask = np.ones((2, 300), bool)
+    if masked:
+        key_mask[1, 100:180] = False
+
+    def outputs_and_gradients(q, k, v):
+        with tf.GradientTape() as tape:
+            tape.watch([q, k, v])
+            out, state = causal_favor_attention(
+                q,
+                k,
+                v,
+                w,
+                key_mask=key_mask if masked else None,
+                chunk_size=2,
+                initial_state=None,
+            )
+            loss = tf.reduce_sum(out**2) + tf.reduce_sum(state[..., :-2])
+        return [out, state] + tape.gradient(loss, [q, k, v])
+
+    q, k, v = (tf.constant(x) for x in (q, k, v))
+    segmented = [
+        outputs_and_gradients(q, k, v),
+        tf.function(outputs_and_gradients)(q, k, v),
+        tf.function(outputs_and_gradients, jit_compile=True)(q, k, v),
+    ]
+    monkeypatch.setattr(causal, "_ONE_PASS_CHUNKS", 10**6)
+    one_pass = outputs_and_gradients(q, k, v)
+    for result in segmented:
+        for ours, expected in zip(result, one_pass, strict=True):
+            np.testing.assert_allclose(ours, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_segments_with_symbolic_inputs():
+    import keras
+
+    sequence = keras.Input((200, 2, 4))
+    w = sample_projection_matrix(8, 4, seed=0)
+    out, state = causal_favor_attention(
+        sequence, sequence, sequence, w, chunk_size=2
+    )
+    assert tuple(out.shape) == (None, 200, 2, 4)
+    assert tuple(state.shape) == (None, 2, 8, 7)
+    model = keras.Model(sequence, out)
+    x = np.random.default_rng(0).normal(size=(3, 200, 2, 4)).astype("float32")
+    np.testing.assert_allclose(
+        model(x),
+        causal_favor_attention(x, x, x, w, chunk_size=2)[0],
+        atol=1e-6,
+    )
