@@ -85,9 +85,9 @@ class PerformerAttention(keras.layers.Layer):
             blocks (lower variance) rather than i.i.d. Defaults to `True`.
         projection_norm: str. Row norms of the projection: `"chi"`
             (unbiased) or `"sqrt_d"` (lower variance). Defaults to `"chi"`.
-        chunk_size: int. Tokens per chunk of the causal form: each chunk
-            costs `chunk_size` products per token, and the chunks' states
-            `num_features x value_dim` per chunk. Defaults to `128`.
+        chunk_size: int. Tokens per chunk of the causal form (see
+            `keras_performer.ops.causal_favor_attention`). Defaults to
+            `128`.
         rotary_max_wavelength: int. When set, queries and keys get a rotary
             position embedding (`keras_hub.layers.RotaryEmbedding` with this
             maximum wavelength, e.g. `10000`) before the feature map; the
