@@ -764,3 +764,35 @@ def test_compute_output_shape_checks_key_and_value():
     with pytest.raises(ValueError, match="same length"):
         layer.compute_output_shape((2, 8, 16), (2, 10, 16), (2, 12, 16))
     assert layer.compute_output_shape((2, 8, 16), (2, 10, 4)) == (2, 8, 16)
+
+
+def test_long_causal_sequences_train_in_segments(monkeypatch):
+    """Past 64 chunks the causal form runs in rematerialized segments: the
+    layer gives the one-pass outputs and gradients, and trains with XLA."""
+    from keras_performer.ops import causal
+
+    x = inputs(length=200)
+    layer = PerformerAttention(num_heads=2, key_dim=8, chunk_size=2, seed=0)
+
+    def outputs_and_gradients():
+        with tf.GradientTape() as tape:
+            out = layer(x, use_causal_mask=True)
+            loss = tf.reduce_sum(out**2)
+        return [out] + tape.gradient(loss, layer.trainable_weights)
+
+    segmented = outputs_and_gradients()
+    with monkeypatch.context() as patch:
+        patch.setattr(causal, "_ONE_PASS_CHUNKS", 10**6)
+        one_pass = outputs_and_gradients()
+    for ours, expected in zip(segmented, one_pass, strict=True):
+        np.testing.assert_allclose(ours, expected, atol=1e-4, rtol=1e-4)
+    sequence = keras.Input((200, 16))
+    model = keras.Model(
+        sequence,
+        PerformerAttention(2, 8, chunk_size=2, seed=0)(
+            sequence, sequence, use_causal_mask=True
+        ),
+    )
+    model.compile("adam", "mse", jit_compile=True)
+    history = model.fit(x, np.zeros_like(x), epochs=3, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
