@@ -843,7 +843,8 @@ def _read_from_multi_head_attention(store):
     if not path or store.has_path(path):
         return
     parent, _, name = path.rpartition("/")
-    suffix = re.fullmatch(r"[a-z0-9_]*?(_\d+)?", name).group(1) or ""
+    number = re.search(r"_\d+$", name)  # `_1` of `performer_attention_1`
+    suffix = number.group() if number else ""
     source = f"{parent}/multi_head_attention{suffix}".lstrip("/")
     if not store.has_path(source):
         return
