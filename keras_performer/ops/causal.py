@@ -13,10 +13,13 @@ Shapes, here and in every comment below: `B` batch, `H` heads, `L` length
 The sequence is cut into chunks of `C` tokens, in four steps:
 stabilizers (`_stabilizers`), inside each chunk the masked quadratic form
 (`_in_chunk`), between chunks the sums `(S, z)` of all earlier chunks
-(`_between_chunks`, a blocked scan linear in `N`), and the state after the
-last token (`_state`). That is exact, costs `O(L C + L F D)` time and
-`O(L (C + F) + N F D)` memory, never an `[L, F, D]` tensor. Decoding feeds
-the state from call to call: constant memory and time per token.
+(`_between_chunks`), and the state after the last token (`_state`). That
+is exact and never forms an `[L, F, D]` tensor. One pass takes at most 64
+chunks, so that its `(N + 1)^2` carry stays small; longer sequences run in
+segments of 32 chunks, the state carried from each to the next
+(`_segments`): time linear in `L`, training memory of one segment's
+intermediates plus the inputs. Decoding feeds the state from call to call:
+constant memory and time per token.
 
 Stabilizer, exact and causal: `R_i`, the running max of the keys'
 log-features over positions `<= i` (and the incoming state). Key `j` is
@@ -401,7 +404,7 @@ def _between_chunks(
     last (`[B, H, F, D + 1]`).
 
     Each chunk's sums are scaled to its end, then summed up to each chunk
-    by `_prefix_sums`, in time and memory linear in the number of chunks."""
+    by `_prefix_sums`."""
     to_chunk_end = ops.exp(running_max - chunk_end_max[..., 1:, None])
     sums = ops.concatenate(
         [
@@ -422,7 +425,6 @@ def _between_chunks(
             + (chunks.chunks[0] + 1, sums_shape[0] * sums_shape[1]),
         ),
         chunk_end_max,
-        chunks.leading,
     )
     return (
         ops.reshape(starts, chunks.leading + chunks.chunks[:1] + sums_shape),
@@ -440,11 +442,9 @@ def _state(sums, num_keys, log_scale):
     )
 
 
-# Elements per block of the two scans below: each level costs `M x BLOCK`
-# and hands `M / BLOCK` block totals to the next. Up to `_SCAN_BASE`
-# elements, one quadratic product is faster.
+# Elements per block of `_cumulative_max`: each level costs `M x BLOCK` and
+# hands `M / BLOCK` block maxima to the next.
 _SCAN_BLOCK = 32
-_SCAN_BASE = 128
 
 
 def _cumulative_max(x, leading):
@@ -473,58 +473,17 @@ def _cumulative_max(x, leading):
     return ops.reshape(out, leading + (size + padding,))[:, :, :size]
 
 
-def _prefix_sums(sums, scales, leading):
+def _prefix_sums(sums, scales):
     """`P_i = sum_{j <= i} exp(s_j - s_i) x_j` for sums `x` `[B, H, M, X]`
     at log-scales `s` `[B, H, M]` that never decrease, so that no factor
-    exceeds 1 (`leading` is `(B, H)`). Returns `P` but its last row
-    `[B, H, M - 1, X]`, and its last row `[B, H, X]`.
-
-    Up to `_SCAN_BASE` elements, one lower-triangular product; beyond, the
-    same inside blocks of `_SCAN_BLOCK` elements, recursively over the
-    block totals, and each block's carry added: `O(M)` work and memory,
-    where one product over all `M` is `O(M^2)`.
-    """
-    size = sums.shape[2]
-    if not isinstance(size, int) or size <= _SCAN_BASE:
-        log_weights = scales[..., None, :] - scales[..., :, None]  # [i, j]
-        earlier_or_same = lower_triangle(ops.shape(scales)[2])
-        weights = ops.exp(
-            ops.where(earlier_or_same, log_weights, float("-inf"))
-        )
-        # Slicing the small matrix, not the product, keeps gradients cheap.
-        return (
-            ops.matmul(weights[:, :, :-1], sums),
-            ops.matmul(weights[:, :, -1:], sums)[:, :, 0],
-        )
-    padding = (-size) % _SCAN_BLOCK
-    # Padding at the end: no sums, the last scale (so it never decreases).
-    sums = ops.pad(sums, [(0, 0), (0, 0), (0, padding), (0, 0)])
-    scales = ops.concatenate(
-        [scales, ops.repeat(scales[..., -1:], padding, axis=2)], axis=2
+    exceeds 1: one lower-triangular product, `M x M` (at most 65 chunk
+    states a pass). Returns `P` but its last row `[B, H, M - 1, X]`, and its
+    last row `[B, H, X]`."""
+    log_weights = scales[..., None, :] - scales[..., :, None]  # [i, j]
+    earlier_or_same = lower_triangle(ops.shape(scales)[2])
+    weights = ops.exp(ops.where(earlier_or_same, log_weights, float("-inf")))
+    # Slicing the small matrix, not the product, keeps gradients cheap.
+    return (
+        ops.matmul(weights[:, :, :-1], sums),
+        ops.matmul(weights[:, :, -1:], sums)[:, :, 0],
     )
-    width = sums.shape[-1]
-    num_blocks = (size + padding) // _SCAN_BLOCK
-    block_sums = ops.reshape(sums, leading + (num_blocks, _SCAN_BLOCK, width))
-    block_scales = ops.reshape(scales, leading + (num_blocks, _SCAN_BLOCK))
-    inner = _prefix_sums(
-        ops.reshape(block_sums, (-1, 1, _SCAN_BLOCK, width)),
-        ops.reshape(block_scales, (-1, 1, _SCAN_BLOCK)),
-        (-1, 1),
-    )
-    inner = ops.reshape(
-        ops.concatenate([inner[0], inner[1][:, :, None]], axis=2),
-        leading + (num_blocks, _SCAN_BLOCK, width),
-    )  # [B, H, K, G, X]
-    # Up to the end of each block but the last, at its scale: the carry
-    # into the next block (none into block 0).
-    carried, _ = _prefix_sums(inner[..., -1, :], block_scales[..., -1], leading)
-    carry = ops.pad(carried, [(0, 0), (0, 0), (1, 0), (0, 0)])
-    carry_scale = ops.concatenate(
-        [block_scales[:, :, :1, 0], block_scales[:, :, :-1, -1]], axis=2
-    )
-    out = inner + (
-        ops.exp(carry_scale[..., None] - block_scales)[..., None]
-        * carry[..., None, :]
-    )
-    out = ops.reshape(out, leading + (size + padding, width))
-    return out[:, :, : size - 1], out[:, :, size - 1]

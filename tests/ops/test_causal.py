@@ -285,12 +285,14 @@ def test_compiled_equals_eager(length):
             np.testing.assert_allclose(ours, expected, atol=1e-5)
 
 
-@pytest.mark.parametrize("length, chunk_size", [(300, 2), (1100, 1)])
+@pytest.mark.parametrize(
+    "length, chunk_size", [(300, 2), (1100, 1), (1100, 32)]
+)
 def test_many_chunks_equal_the_quadratic_form(length, chunk_size):
-    """Hundreds of chunks: the carry between chunks runs its blocked scan
-    (and the running max its own over three levels), with keys of growing
-    norm (a log-scale that rises along the sequence) and padded keys across
-    block edges."""
+    """Hundreds of chunks in segments that carry the state, and one pass of
+    1,100 tokens whose running max runs its blocked scan over three levels,
+    with keys of growing norm (a log-scale that rises along the sequence)
+    and padded keys across segment and block edges."""
     q, k, v = random_inputs(11, batch=1, length=length, heads=1)
     k = k * np.linspace(0.2, 3.0, length)[None, :, None, None]
     w = sample_projection_matrix(16, 16, seed=0)
