@@ -126,8 +126,8 @@ def causal_favor_attention(
     value_dim = value.shape[-1]
     if initial_state is None:
         # Broadcast over the batch from `key`: its size may be unknown
-        # (symbolic inputs).
-        initial_state = (
+        # (symbolic inputs; `ops.add`, as a JAX array's `+` rejects them).
+        initial_state = ops.add(
             empty_state(
                 1,
                 key.shape[2],
@@ -135,8 +135,8 @@ def causal_favor_attention(
                     feature_map, projection_matrix.shape[0]
                 ),
                 value_dim,
-            )
-            + ops.zeros_like(key[:, :1, :, :1])[:, 0, :, :, None]
+            ),
+            ops.zeros_like(key[:, :1, :, :1])[:, 0, :, :, None],
         )
     initial_state = ops.cast(initial_state, "float32")
     length = query.shape[1]
