@@ -24,12 +24,18 @@ def pytest_addoption(parser):
 
 
 def pytest_collection_modifyitems(config, items):
-    if config.getoption("--run-slow"):
-        return
-    skip = pytest.mark.skip(reason="slow: run with --run-slow")
+    skip_slow = pytest.mark.skip(reason="slow: run with --run-slow")
+    skip_tensorflow = pytest.mark.skip(
+        reason=f"uses TensorFlow directly; backend {keras.backend.backend()}"
+    )
     for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(skip)
+        if "slow" in item.keywords and not config.getoption("--run-slow"):
+            item.add_marker(skip_slow)
+        if (
+            "tensorflow" in item.keywords
+            and keras.backend.backend() != "tensorflow"
+        ):
+            item.add_marker(skip_tensorflow)
 
 
 @pytest.fixture(autouse=True)

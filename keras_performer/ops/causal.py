@@ -126,17 +126,14 @@ def causal_favor_attention(
     value_dim = value.shape[-1]
     if initial_state is None:
         # Broadcast over the batch from `key`: its size may be unknown
-        # (symbolic inputs; `ops.add`, as a JAX array's `+` rejects them).
-        initial_state = ops.add(
-            empty_state(
-                1,
-                key.shape[2],
-                feature_maps.num_features(
-                    feature_map, projection_matrix.shape[0]
-                ),
-                value_dim,
-            ),
-            ops.zeros_like(key[:, :1, :, :1])[:, 0, :, :, None],
+        # (symbolic inputs, which a JAX array's `+` on the left rejects).
+        initial_state = ops.zeros_like(key[:, :1, :, :1])[
+            :, 0, :, :, None
+        ] + empty_state(
+            1,
+            key.shape[2],
+            feature_maps.num_features(feature_map, projection_matrix.shape[0]),
+            value_dim,
         )
     initial_state = ops.cast(initial_state, "float32")
     length = query.shape[1]

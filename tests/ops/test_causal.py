@@ -116,6 +116,7 @@ def test_a_later_outlier_key_changes_no_earlier_output(
         )
 
 
+@pytest.mark.tensorflow
 @pytest.mark.parametrize("feature_map", FEATURE_MAPS)
 def test_no_gradient_from_the_future(feature_map):
     q, k, v = (tf.constant(x) for x in random_inputs(12, length=24))
@@ -134,6 +135,7 @@ def test_no_gradient_from_the_future(feature_map):
         assert np.any(grad[:, : position + 1] != 0)
 
 
+@pytest.mark.tensorflow
 @pytest.mark.parametrize("feature_map", FEATURE_MAPS)
 def test_gradients_finite_with_padding_and_outliers(feature_map):
     q, k, v = (tf.constant(x) for x in random_inputs(13, length=24))
@@ -269,6 +271,7 @@ def test_symbolic_inputs_with_an_unknown_batch_size():
     )
 
 
+@pytest.mark.tensorflow
 @pytest.mark.parametrize("length", [64, 50])
 def test_compiled_equals_eager(length):
     """Traced with unknown lengths inside the scans (a TensorFlow graph, an
@@ -308,6 +311,7 @@ def test_many_chunks_equal_the_quadratic_form(length, chunk_size):
     assert float(state_length(state)[0]) == length - 60
 
 
+@pytest.mark.tensorflow
 @pytest.mark.parametrize("masked", [False, True])
 def test_segments_equal_one_pass_with_gradients(monkeypatch, masked):
     """Past 64 chunks the form runs in rematerialized segments: outputs,
