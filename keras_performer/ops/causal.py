@@ -310,13 +310,12 @@ def _causal_form(
     key_chunks = chunks.split(
         feature_maps.features(
             key_parts,
-            running_max[..., None],
+            chunks.join(running_max)[..., None],
             mask=key_mask if masked else None,
         )
     )
     # A column of ones after the values carries the denominator along.
     value_chunks = chunks.split(with_ones(value))
-    running_max = chunks.split(running_max)
 
     out = _in_chunk(query_chunks, key_chunks, value_chunks, running_max)
     prefix_sums, final_sums = _between_chunks(
@@ -360,27 +359,24 @@ class _Chunks:
 
 def _stabilizers(key_parts, key_mask, state_log_scale, chunks):
     """The running max `R_i` of the keys' log-features over positions
-    `<= i` and the incoming state, `[B, H, L]`, and `E`, `R` at each chunk
-    boundary, `[B, H, N + 1]` (before chunk 0, after chunk 0, ..., after the
-    last). Key `j` is scaled by `exp(-R_j)` and its product with query
-    `i >= j` by `exp(R_j - R_i) <= 1`."""
+    `<= i` and the incoming state, `[B, H, N, C]`, and `E`, `R` at each
+    chunk boundary, `[B, H, N + 1]` (before chunk 0, after chunk 0, ...,
+    after the last). Key `j` is scaled by `exp(-R_j)` and its product with
+    query `i >= j` by `exp(R_j - R_i) <= 1`. No gradient flows through
+    them: they cancel."""
     key_max = feature_maps.row_log_max(key_parts)
     if key_max is None:  # Features with no exponential factor.
-        key_max = ops.zeros_like(key_mask, dtype="float32") + ops.zeros_like(
-            state_log_scale
-        )
+        key_max = ops.zeros_like(key_parts.factor[..., 0])
     else:
         key_max = ops.where(key_mask, key_max[..., 0], feature_maps.NO_KEYS)
-    # No gradient flows through stabilizers: they cancel.
-    running_max = _cumulative_max(
-        ops.stop_gradient(ops.concatenate([state_log_scale, key_max], axis=2)),
-        chunks.leading,
-    )  # [B, H, 1 + L]: the state's scale, then R.
-    chunk_end_max = ops.concatenate(
-        [running_max[..., :1], chunks.split(running_max[..., 1:])[..., -1]],
-        axis=2,
+    inner_max = _running_max(chunks.split(key_max))  # [B, H, N, C]
+    chunk_end_max = _running_max(
+        ops.concatenate(
+            [ops.stop_gradient(state_log_scale), inner_max[..., -1]], axis=2
+        )
     )
-    return running_max[..., 1:], chunk_end_max
+    running_max = ops.maximum(chunk_end_max[..., :-1, None], inner_max)
+    return running_max, chunk_end_max
 
 
 def _in_chunk(query_chunks, key_chunks, value_chunks, running_max):
@@ -439,35 +435,12 @@ def _state(sums, num_keys, log_scale):
     )
 
 
-# Elements per block of `_cumulative_max`: each level costs `M x BLOCK` and
-# hands `M / BLOCK` block maxima to the next.
-_SCAN_BLOCK = 32
-
-
-def _cumulative_max(x, leading):
-    """`max(x[..., :i + 1])` for each `i`, for `x` of shape `[B, H, M]`
-    (`leading` is `(B, H)`), in blocks: `O(M)` work."""
-    size = x.shape[2]
-    if not isinstance(size, int) or size <= _SCAN_BLOCK:  # One block.
-        earlier_or_same = lower_triangle(ops.shape(x)[2])  # [i, j]
-        candidates = ops.where(earlier_or_same, x[..., None, :], float("-inf"))
-        return ops.max(candidates, axis=-1, initial=feature_maps.NO_KEYS)
-    padding = (-size) % _SCAN_BLOCK
-    x = ops.pad(
-        x, [(0, 0), (0, 0), (0, padding)], constant_values=feature_maps.NO_KEYS
-    )
-    num_blocks = (size + padding) // _SCAN_BLOCK
-    blocks = ops.reshape(x, leading + (num_blocks, _SCAN_BLOCK))  # [B,H,K,G]
-    inner = _cumulative_max(ops.reshape(blocks, (-1, 1, _SCAN_BLOCK)), (-1, 1))
-    inner = ops.reshape(inner, leading + (num_blocks, _SCAN_BLOCK))
-    ends = _cumulative_max(inner[..., -1], leading)  # [B, H, K]
-    before = ops.pad(
-        ends[..., :-1],
-        [(0, 0), (0, 0), (1, 0)],
-        constant_values=feature_maps.NO_KEYS,
-    )
-    out = ops.maximum(inner, before[..., None])
-    return ops.reshape(out, leading + (size + padding,))[:, :, :size]
+def _running_max(x):
+    """`max(x[..., :i + 1])` for each `i`, for `x` of shape `[..., M]`: a
+    chunk, or the chunk boundaries of one pass (at most 65)."""
+    earlier_or_same = lower_triangle(ops.shape(x)[-1])  # [i, j]
+    candidates = ops.where(earlier_or_same, x[..., None, :], float("-inf"))
+    return ops.max(candidates, axis=-1, initial=feature_maps.NO_KEYS)
 
 
 def _prefix_sums(sums, scales):

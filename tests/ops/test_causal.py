@@ -293,9 +293,9 @@ def test_compiled_equals_eager(length):
 )
 def test_many_chunks_equal_the_quadratic_form(length, chunk_size):
     """Hundreds of chunks in segments that carry the state, and one pass of
-    1,100 tokens whose running max runs its blocked scan over three levels,
-    with keys of growing norm (a log-scale that rises along the sequence)
-    and padded keys across segment and block edges."""
+    1,100 tokens in 35 chunks, with keys of growing norm (a log-scale that
+    rises along the sequence) and padded keys across segment and chunk
+    edges."""
     q, k, v = random_inputs(11, batch=1, length=length, heads=1)
     k = k * np.linspace(0.2, 3.0, length)[None, :, None, None]
     w = sample_projection_matrix(16, 16, seed=0)
