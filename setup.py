@@ -6,16 +6,31 @@ from setuptools import find_packages
 from setuptools import setup
 
 HERE = pathlib.Path(__file__).parent
-# The tests also run the tutorials (Jupyter kernel) and the tools.
-TEST_REQUIREMENTS = [
-    "pytest",
-    "hypothesis",
+# Each pin is a range of releases the tests have run on.
+BACKENDS = {
+    "jax": ["jax>=0.10,<0.11", "jaxlib>=0.10,<0.11"],
+    # On Linux x86_64, PyPI's torch is the CUDA build (GBs); the CPU build
+    # comes from https://download.pytorch.org/whl/cpu.
+    "torch": ["torch>=2.13,<2.14"],
+}
+TUTORIAL_REQUIREMENTS = ["tensorflow-datasets>=4.9,<5", "matplotlib"]
+TOOL_REQUIREMENTS = [
+    "absl-py>=2,<3",
     "matplotlib",
     "nbformat",
     "nbclient",
     "ipykernel",
     "mlxtend",
 ]
+# The tests also run the tutorials (Jupyter kernel), the tools and the
+# backend-agnostic tests on every backend.
+TEST_REQUIREMENTS = (
+    ["pytest", "hypothesis"]
+    + TUTORIAL_REQUIREMENTS
+    + TOOL_REQUIREMENTS
+    + BACKENDS["jax"]
+    + BACKENDS["torch"]
+)
 
 setup(
     name="keras-performer",
@@ -28,17 +43,19 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["keras_performer", "keras_performer.*"]),
+    # Keras and NumPy are the core; TensorFlow is the default backend and
+    # the one of export, tf.distribute and the tutorials (keras-hub needs it
+    # on Linux too, through tensorflow-text).
     install_requires=[
-        "tensorflow==2.21.*",
-        "keras>=3.15",
-        "tensorflow-text>=2.21.1",
-        "tensorflow-datasets",
-        "keras-hub>=0.32",
-        "absl-py",
-        "numpy",
+        "keras>=3.15,<3.16",
+        "keras-hub>=0.32,<0.33",
+        "numpy>=2,<3",
+        "tensorflow>=2.21,<2.22",
     ],
     extras_require={
-        "tools": ["matplotlib", "nbformat", "mlxtend"],
+        **BACKENDS,
+        "tutorials": TUTORIAL_REQUIREMENTS,
+        "tools": TOOL_REQUIREMENTS,
         "tests": TEST_REQUIREMENTS,
         "dev": TEST_REQUIREMENTS + ["ruff"],
     },

@@ -10,9 +10,19 @@ from hypothesis import settings  # noqa: E402
 # Property tests: a few examples each in CI, many by hand
 # (HYPOTHESIS_PROFILE=thorough). No deadline: the first call of an op
 # traces it.
+# The other backends run 4 examples: JAX compiles every op for every new
+# shape, a few seconds an example.
 settings.register_profile("ci", max_examples=12, deadline=None)
+settings.register_profile("ci_other_backends", max_examples=4, deadline=None)
 settings.register_profile("thorough", max_examples=300, deadline=None)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+settings.load_profile(
+    os.environ.get(
+        "HYPOTHESIS_PROFILE",
+        "ci"
+        if keras.backend.backend() == "tensorflow"
+        else "ci_other_backends",
+    )
+)
 
 DATA_DIR = os.path.join(os.path.dirname(__file__), "data")
 
@@ -36,6 +46,23 @@ def pytest_collection_modifyitems(config, items):
             and keras.backend.backend() != "tensorflow"
         ):
             item.add_marker(skip_tensorflow)
+
+
+if keras.backend.backend() == "torch":
+    import torch
+
+    # NumPy cannot read a PyTorch tensor that carries autograd history
+    # (every layer output does) or is bfloat16: the tests read it detached,
+    # bfloat16 as float32.
+    _to_array = torch.Tensor.__array__
+
+    def _detached_array(self, dtype=None, copy=None):
+        tensor = self.detach().cpu()
+        if tensor.dtype == torch.bfloat16:
+            tensor = tensor.float()
+        return _to_array(tensor, dtype)
+
+    torch.Tensor.__array__ = _detached_array
 
 
 @pytest.fixture(autouse=True)

@@ -16,7 +16,12 @@ writes JSON and a log-log plot (PNG).
     python tools/benchmark.py --decode_positions=10,1000,16000
     python tools/benchmark.py --lengths= --generate_positions=1000,16000
 
-Runs on CPU and GPU (TensorFlow backend).
+Runs on CPU and GPU. The layer and op timings (`--level`) and the matmul
+rate run on every Keras backend (`KERAS_BACKEND=jax python
+tools/benchmark.py ...`): compiled with `tf.function` (`--compile`) on
+TensorFlow, with `jax.jit` on JAX, eagerly on PyTorch (`torch.compile` takes
+minutes per shape on a CPU). Decoding and generation timings need
+TensorFlow.
 """
 
 import json
@@ -146,8 +151,8 @@ def layer_flops(config, length):
     return projections + attention
 
 
-def _peak_memory_gb(tf):
-    if tf.config.list_physical_devices("GPU"):
+def _peak_memory_gb(tf=None):
+    if tf is not None and tf.config.list_physical_devices("GPU"):
         return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**30
     with open("/proc/self/status") as status:
         for line in status:
@@ -159,11 +164,13 @@ def _peak_memory_gb(tf):
 def _seconds(function, *args):
     """Best and median time of `--repeats` runs, after a warm-up run. The
     best is the one least disturbed by other load on the machine."""
-    function(*args).numpy()  # trace, compile, warm up
+    import keras
+
+    keras.ops.convert_to_numpy(function(*args))  # trace, compile, warm up
     times = []
     for _ in range(FLAGS.repeats):
         start = time.perf_counter()
-        function(*args).numpy()
+        keras.ops.convert_to_numpy(function(*args))
         times.append(time.perf_counter() - start)
     return min(times), sorted(times)[len(times) // 2]
 
@@ -293,27 +300,71 @@ def _speedups(results):
     )
 
 
+def _compiled(loss, weights):
+    """`loss(x)` and the sum of its gradients with respect to `x` and the
+    `weights`, compiled as the backend compiles a training step."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        jit = FLAGS.compile == "xla"
+
+        def forward_backward(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                value = loss(x)
+            grads = tape.gradient(value, [x] + weights)
+            return tf.add_n([tf.reduce_sum(g) for g in grads])
+
+        return (
+            tf.function(loss, jit_compile=jit),
+            tf.function(forward_backward, jit_compile=jit),
+        )
+    if backend == "jax":
+        import jax
+
+        def stateless_loss(x, values):
+            mapping = list(zip(weights, values, strict=True))
+            with keras.StatelessScope(state_mapping=mapping):
+                return loss(x)
+
+        gradients = jax.jit(jax.grad(stateless_loss, argnums=(0, 1)))
+        values = [w.value for w in weights]
+
+        def forward_backward(x):
+            grads = jax.tree_util.tree_leaves(gradients(x, values))
+            return sum(g.sum() for g in grads)
+
+        return jax.jit(lambda x: stateless_loss(x, values)), forward_backward
+    import torch
+
+    def forward(x):
+        with torch.no_grad():
+            return loss(x)
+
+    def forward_backward(x):
+        x = x.detach().requires_grad_()
+        grads = torch.autograd.grad(loss(x), [x] + [w.value for w in weights])
+        return sum(g.sum() for g in grads)
+
+    return forward, forward_backward
+
+
 def measure(config):
     """Runs in the child process: times one method at one length."""
-    import tensorflow as tf
+    import keras
 
     attention, weights, shape = _attention_function(config)
     shape = shape[:1] + (config["length"],) + shape[1:]
-    x = tf.random.normal(shape)
-    jit = FLAGS.compile == "xla"
+    x = keras.random.normal(shape)
 
-    @tf.function(jit_compile=jit)
-    def forward(x):
-        return tf.reduce_sum(tf.cast(attention(x), "float32"))
+    def loss(x):
+        return keras.ops.sum(keras.ops.cast(attention(x), "float32"))
 
-    @tf.function(jit_compile=jit)
-    def forward_backward(x):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            loss = tf.reduce_sum(tf.cast(attention(x), "float32"))
-        grads = tape.gradient(loss, [x] + weights)
-        return tf.add_n([tf.reduce_sum(g) for g in grads])
-
+    forward, forward_backward = _compiled(loss, list(weights))
+    tf = _tensorflow()
     result = {"baseline_gb": _peak_memory_gb(tf)}
     result["forward_s"], result["forward_median_s"] = _seconds(forward, x)
     result["forward_peak_gb"] = _peak_memory_gb(tf)
@@ -322,6 +373,17 @@ def measure(config):
     )
     result["peak_gb"] = _peak_memory_gb(tf)
     return result
+
+
+def _tensorflow():
+    """TensorFlow when it is the backend (GPU memory is read from it)."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return None
+    import tensorflow as tf
+
+    return tf
 
 
 def measure_decode(config):
@@ -433,16 +495,16 @@ def measure_generate(config):
 
 def measure_matmul(dtype):
     """Runs in the child process: FLOP/s of a square matmul."""
-    import tensorflow as tf
+    import keras
 
     n = FLAGS.matmul_size
-    a = tf.cast(tf.random.normal((n, n)), dtype)
+    a = keras.ops.cast(keras.random.normal((n, n)), dtype)
 
-    @tf.function
     def product(a):
-        return tf.reduce_sum(tf.cast(tf.matmul(a, a), "float32"))
+        return keras.ops.sum(keras.ops.cast(keras.ops.matmul(a, a), "float32"))
 
-    seconds, _ = _seconds(product, a)
+    forward, _ = _compiled(product, [])
+    seconds, _ = _seconds(forward, a)
     return {"gflops": 2 * n**3 / seconds / 1e9}
 
 
@@ -630,6 +692,14 @@ def main(argv):
         print("RESULT " + json.dumps(result), flush=True)
         return
 
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    if backend != "tensorflow" and (
+        FLAGS.decode_positions or FLAGS.generate_positions
+    ):
+        raise app.UsageError(
+            "--decode_positions and --generate_positions time TensorFlow "
+            f"functions: run them with KERAS_BACKEND=tensorflow, not {backend}"
+        )
     lengths = [int(length) for length in FLAGS.lengths]
     configs = _configs()
     positions = [int(p) for p in FLAGS.decode_positions]
@@ -731,6 +801,7 @@ def main(argv):
     os.makedirs(os.path.dirname(FLAGS.output) or ".", exist_ok=True)
     report = {
         "machine": _machine(),
+        "backend": backend,
         "flags": {
             name: FLAGS[name].value
             for name in _FORWARDED_FLAGS + ("lengths", "modes", "feature_maps")

@@ -43,8 +43,15 @@ class FeatureRedraw(keras.callbacks.Callback):
 
     Example:
 
-    >>> model.fit(x, y, callbacks=[keras_performer.callbacks.FeatureRedraw(
-    ...     interval=100)])
+    >>> model = keras.Sequential([
+    ...     keras.Input((16, 8)),
+    ...     keras_performer.PerformerEncoder(intermediate_dim=16, num_heads=2),
+    ...     keras.layers.Dense(1),
+    ... ])
+    >>> model.compile("adam", "mse")
+    >>> x, y = np.ones((8, 16, 8)), np.ones((8, 16, 1))
+    >>> history = model.fit(x, y, batch_size=2, verbose=0, callbacks=[
+    ...     keras_performer.callbacks.FeatureRedraw(interval=2)])
 
     References:
         - [Choromanski et al., 2021](https://arxiv.org/abs/2009.14794)
@@ -64,6 +71,7 @@ class FeatureRedraw(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         # Read once per epoch, after BackupAndRestore has restored it; the
         # steps in between are counted here.
+        self._sync_state()
         self._iterations = int(
             ops.convert_to_numpy(self.model.optimizer.iterations)
         )
@@ -79,8 +87,15 @@ class FeatureRedraw(keras.callbacks.Callback):
         draw = self._iterations // self.interval
         self._iterations += batch - self._first_step + 1
         if self._iterations // self.interval != draw:
+            self._sync_state()
             for layer in self._layers:
                 layer.redraw_features(self._iterations // self.interval)
+
+    def _sync_state(self):
+        # JAX's `fit` holds the variables' values apart from the variables
+        # between steps; after a sync it reads them back, redraws included.
+        if keras.backend.backend() == "jax":
+            self.model.jax_state_sync()
 
 
 def redraw_features(model, draw=None):
@@ -103,7 +118,12 @@ def redraw_features(model, draw=None):
 
     Example:
 
-    >>> keras_performer.callbacks.redraw_features(model)
+    >>> model = keras.Sequential([
+    ...     keras.Input((16, 8)),
+    ...     keras_performer.PerformerAttention(num_heads=2, key_dim=4),
+    ... ])
+    >>> len(keras_performer.callbacks.redraw_features(model))
+    1
     """
     layers = redrawable_layers(model)
     for layer in layers:

@@ -35,11 +35,17 @@ def export_causal_lm(model, path):
 
     Example:
 
-    >>> keras_performer.export.export_causal_lm(lm, "/tmp/lm")
-    >>> served = tf.saved_model.load("/tmp/lm")
+    >>> lm = keras_performer.PerformerCausalLM(
+    ...     vocabulary_size=16, num_layers=1, num_heads=2, hidden_dim=16,
+    ...     intermediate_dim=32, max_sequence_length=64)
+    >>> path = os.path.join(tempfile.mkdtemp(), "lm")
+    >>> keras_performer.export.export_causal_lm(lm, path)
+    >>> served = tf.saved_model.load(path)
     >>> out = served.signatures["prefill"](token_ids=tf.constant([[1, 2]]))
     >>> out = served.signatures["step"](
     ...     token_ids=tf.constant([[3]]), state=out["state"])
+    >>> tuple(out["logits"].shape)
+    (1, 16)
     """
     if not isinstance(model, PerformerCausalLM):
         raise ValueError(

@@ -37,8 +37,23 @@ def export_text_classifier(
 
     Example:
 
+    >>> vectorizer = keras.layers.TextVectorization(max_tokens=100)
+    >>> vectorizer.adapt(["a fine film", "a dull film"])
+    >>> classifier = keras.Sequential([
+    ...     keras.Input((16,), dtype="int32"),
+    ...     keras.layers.Embedding(100, 8),
+    ...     keras_performer.PerformerEncoder(intermediate_dim=16, num_heads=2),
+    ...     keras.layers.GlobalAveragePooling1D(),
+    ...     keras.layers.Dense(2, activation="softmax"),
+    ... ])
+    >>> path = os.path.join(tempfile.mkdtemp(), "classifier")
     >>> keras_performer.export.export_text_classifier(
-    ...     classifier, vectorizer, "/tmp/classifier", sequence_length=256)
+    ...     classifier, vectorizer, path, sequence_length=16)
+    >>> served = tf.saved_model.load(path)
+    >>> out = served.signatures["serving_default"](
+    ...     text=tf.constant(["a fine film"]))
+    >>> tuple(out["probabilities"].shape)
+    (1, 2)
     """
     check_positive_int("sequence_length", sequence_length)
     if not model.built:

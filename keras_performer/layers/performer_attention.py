@@ -118,9 +118,10 @@ class PerformerAttention(keras.layers.Layer):
         attention_mask: boolean mask `(batch, target_length,
             source_length)`. Linear attention applies it exactly only when
             it is a padding pattern (an outer product of a query mask and a
-            key mask, and lower triangular when causal); any other mask
-            raises `ValueError` (or, inside a compiled function, where
-            values are unknown while tracing, makes the output NaN).
+            key mask, and lower triangular when causal). Any other mask
+            raises `ValueError` when it is in host memory, or makes the
+            output NaN when it is on an accelerator or inside a compiled
+            function (reading it back would wait for the device).
         return_attention_scores: bool. Whether to also return the implied
             attention matrix `(batch, num_heads, target_length,
             source_length)`; quadratic in the length. Defaults to `False`.
@@ -151,8 +152,8 @@ class PerformerAttention(keras.layers.Layer):
     ...     keras.Input((128, 32)),
     ...     keras_performer.PerformerAttention(num_heads=4, key_dim=8),
     ... ])
-    >>> model(np.ones((2, 128, 32))).shape
-    TensorShape([2, 128, 32])
+    >>> tuple(model(np.ones((2, 128, 32))).shape)
+    (2, 128, 32)
 
     References:
         - [Choromanski et al., 2021](https://arxiv.org/abs/2009.14794)
@@ -930,10 +931,11 @@ def _padding_masks(attention_mask, is_causal, query, key):
 
     Returns `(query_valid, key_valid, unsupported)`. `unsupported` is a
     scalar, True when the mask is not the padding pattern the two masks
-    make; raises `ValueError` at once when the value is known.
+    make. A mask in host memory that is not raises `ValueError` at once;
+    one on an accelerator is not read back to the host (a sync on every
+    call): its `unsupported` makes the outputs NaN.
     """
-    mask = ops.cast(attention_mask, "bool")
-    shape = tuple(mask.shape)
+    shape = tuple(attention_mask.shape)
     batch, rows, columns = query.shape[0], query.shape[1], key.shape[1]
     if not (
         _same_shape(shape, (batch, rows, columns))
@@ -945,8 +947,34 @@ def _padding_masks(attention_mask, is_causal, query, key):
             "num_heads, target_length, source_length). Received: "
             f"attention_mask.shape={shape}"
         )
+    query_valid, key_valid, unsupported = _padding_pattern(
+        attention_mask, is_causal
+    )
+    if "cpu" not in str(getattr(attention_mask, "device", "")).lower():
+        return query_valid, key_valid, unsupported  # Not read back.
+    try:
+        known = bool(ops.convert_to_numpy(unsupported))
+    except (NotImplementedError, TypeError):  # Symbolic: known when run.
+        return query_valid, key_valid, unsupported
+    if known:
+        raise ValueError(
+            "`attention_mask` is not a padding pattern (an outer product of "
+            "a query mask and a key mask, lower triangular when causal, the "
+            "same for all heads): "
+            "linear attention cannot apply it exactly. Use `query_mask` and "
+            "`key_mask`, or `keras.layers.MultiHeadAttention`. Received: "
+            f"attention_mask with shape {tuple(attention_mask.shape)}"
+        )
+    return query_valid, key_valid, None
+
+
+def _padding_pattern(mask, is_causal):
+    """The query and key masks of a `(batch, T, S)` or `(batch, heads, T,
+    S)` mask and a scalar, True when the mask is not their padding
+    pattern."""
+    mask = ops.cast(mask, "bool")
     per_head = None
-    if len(shape) == 4:  # One pattern for all heads, or unsupported.
+    if len(mask.shape) == 4:  # One pattern for all heads, or unsupported.
         per_head = ops.any(
             ops.not_equal(ops.any(mask, axis=1), ops.all(mask, axis=1))
         )
@@ -962,17 +990,4 @@ def _padding_masks(attention_mask, is_causal, query, key):
     unsupported = ops.any(ops.not_equal(mask, pattern))
     if per_head is not None:
         unsupported = ops.logical_or(unsupported, per_head)
-    try:
-        known = bool(ops.convert_to_numpy(unsupported))
-    except (NotImplementedError, TypeError):  # Symbolic: known when run.
-        return query_valid, key_valid, unsupported
-    if known:
-        raise ValueError(
-            "`attention_mask` is not a padding pattern (an outer product of "
-            "a query mask and a key mask, lower triangular when causal, the "
-            "same for all heads): "
-            "linear attention cannot apply it exactly. Use `query_mask` and "
-            "`key_mask`, or `keras.layers.MultiHeadAttention`. Received: "
-            f"attention_mask with shape {tuple(attention_mask.shape)}"
-        )
-    return query_valid, key_valid, None
+    return query_valid, key_valid, unsupported

@@ -150,7 +150,9 @@ class PerformerDecoder(PerformerBlock):
             )
         return self._self_attention_layer.get_initial_cache(batch_size)
 
-    def compute_output_shape(self, decoder_sequence_shape, **kwargs):
+    def compute_output_shape(
+        self, decoder_sequence_shape, encoder_sequence_shape=None, **kwargs
+    ):
         return decoder_sequence_shape
 
     def call(

@@ -35,6 +35,7 @@ from keras import ops
 from keras_performer.ops import feature_maps
 from keras_performer.ops.common import check_attention_inputs
 from keras_performer.ops.common import check_positive_int
+from keras_performer.ops.common import floored_max
 from keras_performer.ops.common import heads_first
 from keras_performer.ops.common import lower_triangle
 from keras_performer.ops.common import normalize
@@ -440,7 +441,7 @@ def _running_max(x):
     chunk, or the chunk boundaries of one pass (at most 65)."""
     earlier_or_same = lower_triangle(ops.shape(x)[-1])  # [i, j]
     candidates = ops.where(earlier_or_same, x[..., None, :], float("-inf"))
-    return ops.max(candidates, axis=-1, initial=feature_maps.NO_KEYS)
+    return floored_max(candidates, -1, feature_maps.NO_KEYS)
 
 
 def _prefix_sums(sums, scales):

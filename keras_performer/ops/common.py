@@ -5,6 +5,20 @@ import random
 from keras import ops
 
 
+def floored_max(x, axis, floor, keepdims=False):
+    """`max(x, axis)`, at least `floor`, and `floor` where `x` is empty (an
+    empty batch or sequence). Keras' `max` on PyTorch returns a scalar for
+    an empty `x`; the other backends take `floor` as `initial`."""
+    if 0 in x.shape:
+        shape = list(ops.shape(x))
+        if keepdims:
+            shape[axis] = 1
+        else:
+            del shape[axis]
+        return ops.full(shape, floor, dtype=x.dtype)
+    return ops.max(x, axis=axis, keepdims=keepdims, initial=floor)
+
+
 def check_attention_inputs(
     query, key, value, key_mask, is_causal, projection_matrix=None
 ):
@@ -118,8 +132,10 @@ def heads_first(x):
 # Below it a denominator `q'.sum(k')` means the query met no key mass: only
 # padding, or features that all underflow (inputs of extreme norms, where
 # the random-feature estimate means nothing). Its gradient, out / den,
-# stays far from float32 overflow.
-TINY_DENOMINATOR = 1e-20
+# stays far from float32 overflow, and its square stays a normal float32
+# (JAX's gradient of x / y is x / y^2, and XLA on a CPU flushes squares
+# below 1.2e-38 to zero).
+TINY_DENOMINATOR = 1e-18
 
 
 def normalize(numerator, denominator):

@@ -3,6 +3,7 @@
 from keras import ops
 
 from keras_performer.ops.common import check_attention_inputs
+from keras_performer.ops.common import floored_max
 from keras_performer.ops.common import lower_triangle
 
 
@@ -40,7 +41,7 @@ def exact_attention(query, key, value, is_causal=False, key_mask=None):
     if key_mask is not None:
         mask = ops.logical_and(mask, key_mask[:, None, None, :])
     scores = ops.where(mask, scores, -1e30)
-    largest = ops.max(scores, axis=-1, keepdims=True, initial=float("-inf"))
+    largest = floored_max(scores, -1, float("-inf"), keepdims=True)
     weights = ops.exp(scores - largest)
     weights = ops.where(mask, weights, 0.0)
     out = ops.einsum("bhts,bshd->bthd", weights, value)

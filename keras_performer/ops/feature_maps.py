@@ -16,6 +16,8 @@ import math
 
 from keras import ops
 
+from keras_performer.ops.common import floored_max
+
 FeatureParts = collections.namedtuple(
     "FeatureParts", ["logits", "log_norm", "factor"]
 )
@@ -131,9 +133,8 @@ def row_log_max(parts):
     factor. No gradient flows through it: stabilizers cancel."""
     if parts.logits is None:
         return None
-    # `initial` only lets an empty batch through (an eager check of
-    # Keras's max rejects empty tensors); no log value is below it.
-    log_max = ops.max(parts.logits, axis=-1, keepdims=True, initial=NO_KEYS)
+    # The floor only lets an empty batch through; no log value is below it.
+    log_max = floored_max(parts.logits, -1, NO_KEYS, keepdims=True)
     if parts.log_norm is not None:
         log_max = log_max + parts.log_norm
     return ops.stop_gradient(log_max)
@@ -182,7 +183,7 @@ def sequence_log_max(parts, mask=None):
         return None
     if mask is not None:
         log_max = ops.where(mask[..., None], log_max, NO_KEYS)
-    return ops.max(log_max, axis=2, keepdims=True, initial=NO_KEYS)
+    return floored_max(log_max, 2, NO_KEYS, keepdims=True)
 
 
 def query_features(parts):

@@ -9,6 +9,9 @@ import keras_performer
 from keras_performer import PerformerAttention
 from keras_performer.ops import FEATURE_MAPS
 from keras_performer.ops import POSITIVE_FEATURE_MAPS
+from tests.helpers import jit_compile
+from tests.helpers import outputs_and_gradients
+from tests.helpers import run_layer_test
 
 
 def inputs(seed=0, batch=2, length=32, dim=16, scale=1.0):
@@ -135,28 +138,26 @@ def test_keras_file_round_trip(tmp_path, use_causal_mask):
     )
 
 
-@pytest.mark.parametrize("use_causal_mask", [False, True])
-@pytest.mark.parametrize("jit_compile", [False, True])
-def test_fit_step(jit_compile, use_causal_mask):
-    inp = keras.Input((32, 16))
-    x = PerformerAttention(num_heads=2, key_dim=8, dropout=0.1, seed=0)(
-        inp, use_causal_mask=use_causal_mask
+@pytest.mark.parametrize(
+    "kwargs, call_kwargs, shapes",
+    [
+        ({}, {}, [(2, 32, 16)]),
+        ({"dropout": 0.1}, {"use_causal_mask": True}, [(2, 32, 16)]),
+        ({"value_dim": 4, "output_shape": 5}, {}, [(2, 8, 16), (2, 12, 6)]),
+        (
+            {"use_gate": True},
+            {"use_causal_mask": True},
+            [(2, 8, 16), (2, 12, 6)],
+        ),
+    ],
+)
+def test_layer_behaves_as_a_keras_layer(tmp_path, kwargs, call_kwargs, shapes):
+    run_layer_test(
+        lambda: PerformerAttention(num_heads=2, key_dim=8, seed=0, **kwargs),
+        [inputs(i, *shape) for i, shape in enumerate(shapes)],
+        call_kwargs,
+        tmp_path,
     )
-    x = keras.layers.GlobalAveragePooling1D()(x)
-    model = keras.Model(inp, keras.layers.Dense(1)(x))
-    model.compile("adam", "mse", jit_compile=jit_compile)
-    layer = model.layers[1]
-    before = [np.array(w) for w in layer.weights]
-    history = model.fit(
-        inputs(), np.ones((2, 1)), epochs=2, batch_size=2, verbose=0
-    )
-    assert np.all(np.isfinite(history.history["loss"]))
-    after = [np.array(w) for w in layer.weights]
-    for weight, old, new in zip(layer.weights, before, after, strict=True):
-        if weight.trainable:
-            assert not np.array_equal(old, new), weight.path
-        else:
-            np.testing.assert_array_equal(old, new)
 
 
 @pytest.mark.parametrize(
@@ -171,7 +172,7 @@ def test_mixed_precision(mixed_policy, feature_map, use_causal_mask):
     kwargs = {"use_causal_mask": use_causal_mask}
     # Inputs of large norm: exp features would overflow in half precision.
     out = layer(inputs(scale=100.0), **kwargs)
-    assert out.dtype == mixed_policy.split("_")[1]
+    assert keras.backend.standardize_dtype(out.dtype) == mixed_policy[6:]
     assert layer.projection_matrix.dtype == "float32"
     assert np.all(np.isfinite(np.asarray(out, np.float32)))
     # Ordinary inputs: float32 results within half precision.
@@ -245,12 +246,18 @@ def test_general_attention_mask_is_an_error():
     with pytest.raises(ValueError, match="not a padding pattern"):
         layer(x, attention_mask=causal)  # use_causal_mask=True instead
 
-    @tf.function
-    def compiled(x, mask):
-        return layer(x, attention_mask=mask)
-
-    assert np.all(np.isnan(compiled(x, mask)))
-    assert np.all(np.isfinite(compiled(x, np.ones((2, 8, 8), bool))))
+    # A compiled function does not read the mask back: NaN outputs.
+    sequence, pattern = keras.Input((8, 16)), keras.Input((8, 8), dtype="bool")
+    model = keras.Model(
+        [sequence, pattern], layer(sequence, attention_mask=pattern)
+    )
+    if keras.backend.backend() == "torch":  # `predict` runs eagerly.
+        with pytest.raises(ValueError, match="not a padding pattern"):
+            model.predict([x, mask], verbose=0)
+    else:
+        assert np.all(np.isnan(model.predict([x, mask], verbose=0)))
+    ones = np.ones((2, 8, 8), bool)
+    assert np.all(np.isfinite(model.predict([x, ones], verbose=0)))
 
 
 @pytest.mark.parametrize("use_causal_mask", [False, True])
@@ -309,6 +316,7 @@ def test_cached_decoding_equals_full_pass(feature_map):
     )
 
 
+@pytest.mark.tensorflow
 def test_decoding_in_a_compiled_while_loop():
     layer = PerformerAttention(num_heads=2, key_dim=8, seed=0)
     x = inputs(length=10)
@@ -404,24 +412,22 @@ def extreme_inputs(case):
         x = x[:, :1]
     elif case == "batch_0":
         x = x[:0]
-    return tf.constant(x), mask
+    return x, mask
 
 
-def outputs_and_gradients(feature_map, is_causal, case):
+def extreme_outputs_and_gradients(feature_map, is_causal, case):
     layer = PerformerAttention(
         num_heads=2, key_dim=8, feature_map=feature_map, chunk_size=16, seed=0
     )
     x, mask = extreme_inputs(case)
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        out = layer(
+
+    def call(x):
+        return layer(
             x, x, query_mask=mask, value_mask=mask, use_causal_mask=is_causal
         )
-        loss = tf.reduce_sum(tf.cast(out, "float32") ** 2)
-    gradients = tape.gradient(loss, [x] + layer.trainable_weights)
-    return np.asarray(out, "float32"), [
-        np.asarray(g, "float32") for g in gradients
-    ]
+
+    call(x)
+    return outputs_and_gradients(layer, call, [x])
 
 
 @pytest.mark.parametrize("case", EXTREME_CASES)
@@ -430,7 +436,7 @@ def outputs_and_gradients(feature_map, is_causal, case):
 def test_extreme_inputs_give_finite_outputs_and_gradients(
     feature_map, is_causal, case
 ):
-    out, gradients = outputs_and_gradients(feature_map, is_causal, case)
+    out, gradients = extreme_outputs_and_gradients(feature_map, is_causal, case)
     x, _ = extreme_inputs(case)
     assert out.shape == tuple(x.shape)
     assert np.all(np.isfinite(out))
@@ -447,7 +453,7 @@ def test_extreme_inputs_give_finite_outputs_and_gradients(
 def test_extreme_inputs_under_mixed_precision(
     mixed_policy, feature_map, is_causal, case
 ):
-    out, gradients = outputs_and_gradients(feature_map, is_causal, case)
+    out, gradients = extreme_outputs_and_gradients(feature_map, is_causal, case)
     assert np.all(np.isfinite(out))
     if mixed_policy == "mixed_float16" and case == "large":
         # float16 gradients of a loss this large overflow without loss
@@ -516,7 +522,8 @@ def test_a_seed_gives_the_same_outputs_in_every_process():
         "layer = keras_performer.PerformerAttention(2, 8, seed=3, "
         "kernel_initializer=keras.initializers.GlorotUniform(seed=1));"
         "x = np.random.default_rng(0).normal(size=(2, 32, 16));"
-        "print(repr(np.asarray(layer(x.astype('float32'))).tobytes().hex()))"
+        "out = keras.ops.convert_to_numpy(layer(x.astype('float32')));"
+        "print(repr(out.tobytes().hex()))"
     )
     runs = [
         subprocess.run(
@@ -774,17 +781,17 @@ def test_long_causal_sequences_train_in_segments(monkeypatch):
     x = inputs(length=200)
     layer = PerformerAttention(num_heads=2, key_dim=8, chunk_size=2, seed=0)
 
-    def outputs_and_gradients():
-        with tf.GradientTape() as tape:
-            out = layer(x, use_causal_mask=True)
-            loss = tf.reduce_sum(out**2)
-        return [out] + tape.gradient(loss, layer.trainable_weights)
+    def call(x):
+        return layer(x, use_causal_mask=True)
 
-    segmented = outputs_and_gradients()
+    call(x)
+    segmented = outputs_and_gradients(layer, call, [x])
     with monkeypatch.context() as patch:
         patch.setattr(causal, "_ONE_PASS_CHUNKS", 10**6)
-        one_pass = outputs_and_gradients()
-    for ours, expected in zip(segmented, one_pass, strict=True):
+        one_pass = outputs_and_gradients(layer, call, [x])
+    for ours, expected in zip(
+        [segmented[0]] + segmented[1], [one_pass[0]] + one_pass[1], strict=True
+    ):
         np.testing.assert_allclose(ours, expected, atol=1e-4, rtol=1e-4)
     sequence = keras.Input((200, 16))
     model = keras.Model(
@@ -793,6 +800,34 @@ def test_long_causal_sequences_train_in_segments(monkeypatch):
             sequence, sequence, use_causal_mask=True
         ),
     )
-    model.compile("adam", "mse", jit_compile=True)
+    model.compile("adam", "mse", jit_compile=jit_compile())
     history = model.fit(x, np.zeros_like(x), epochs=3, verbose=0)
     assert history.history["loss"][-1] < history.history["loss"][0]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    keras.backend.backend() != "torch", reason="torch.compile is PyTorch's"
+)
+@pytest.mark.parametrize("use_causal_mask", [False, True])
+def test_torch_compile_trains_as_eager(use_causal_mask):
+    """`jit_compile=True` on PyTorch: about a minute of compiling a model."""
+    losses = []
+    for jit in (False, True):
+        keras.utils.set_random_seed(0)
+        sequence = keras.Input((32, 16))
+        out = PerformerAttention(2, 8, seed=0)(
+            sequence, use_causal_mask=use_causal_mask
+        )
+        model = keras.Model(sequence, keras.layers.Dense(1)(out))
+        model.compile("adam", "mse", jit_compile=jit)
+        history = model.fit(
+            inputs(batch=4),
+            np.ones((4, 32, 1)),
+            epochs=3,
+            batch_size=2,
+            shuffle=False,
+            verbose=0,
+        )
+        losses.append(history.history["loss"])
+    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-4)

@@ -1,12 +1,10 @@
-import os
-
-import keras
 import keras_hub
 import numpy as np
 import pytest
 
 import keras_performer
 from keras_performer import PerformerDecoder
+from tests.helpers import run_layer_test
 from tests.layers.test_performer_attention import inputs
 
 
@@ -177,20 +175,15 @@ def test_rotary_decoding_needs_the_position():
         )
 
 
-def test_config_and_keras_round_trip(tmp_path):
-    layer = decoder(
-        feature_map="hyperbolic", num_random_features=32, dropout=0.1
+@pytest.mark.parametrize("lengths", [[16], [16, 24]])
+def test_layer_behaves_as_a_keras_layer(tmp_path, lengths):
+    run_layer_test(
+        lambda: decoder(
+            feature_map="hyperbolic", num_random_features=32, dropout=0.1
+        ),
+        [inputs(i, length=length) for i, length in enumerate(lengths)],
+        tmp_path=tmp_path,
     )
-    config = layer.get_config()
-    assert PerformerDecoder.from_config(config).get_config() == config
-    x = keras.Input((16, 16))
-    memory = keras.Input((24, 16))
-    model = keras.Model([x, memory], layer(x, memory))
-    data = [inputs(length=16), inputs(1, length=24)]
-    path = os.path.join(tmp_path, "decoder.keras")
-    model.save(path)
-    loaded = keras.saving.load_model(path, safe_mode=True)
-    np.testing.assert_allclose(loaded(data), model(data), atol=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -204,19 +197,3 @@ def test_mixed_precision_decoding(mixed_policy):
     assert np.all(np.isfinite(out.astype("float32")))
     tolerance = 0.05 if mixed_policy == "mixed_bfloat16" else 5e-3
     np.testing.assert_allclose(out.astype("float32"), full, atol=tolerance)
-
-
-def test_fit_with_jit_compile():
-    x = keras.Input((16, 16))
-    memory = keras.Input((24, 16))
-    model = keras.Model(
-        [x, memory], keras.layers.Dense(1)(decoder(dropout=0.1)(x, memory))
-    )
-    model.compile("adam", "mse", jit_compile=True)
-    history = model.fit(
-        [inputs(length=16), inputs(1, length=24)],
-        np.ones((2, 16, 1)),
-        epochs=3,
-        verbose=0,
-    )
-    assert np.all(np.isfinite(history.history["loss"]))

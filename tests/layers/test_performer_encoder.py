@@ -1,5 +1,3 @@
-import os
-
 import keras
 import keras_hub
 import numpy as np
@@ -7,6 +5,7 @@ import pytest
 
 import keras_performer
 from keras_performer import PerformerEncoder
+from tests.helpers import run_layer_test
 from tests.layers.test_performer_attention import inputs
 
 
@@ -82,25 +81,24 @@ def test_attention_scores():
     out, scores = encoder()(inputs(length=12), return_attention_scores=True)
     assert out.shape == (2, 12, 16)
     assert scores.shape == (2, 2, 12, 12)
-    np.testing.assert_allclose(np.sum(scores, axis=-1), 1.0, atol=1e-5)
-
-
-def test_config_and_keras_round_trip(tmp_path):
-    layer = encoder(
-        feature_map="hyperbolic",
-        num_random_features=32,
-        rotary_max_wavelength=100,
-        normalize_first=True,
-        activation="gelu",
+    np.testing.assert_allclose(
+        np.sum(np.asarray(scores), axis=-1), 1.0, atol=1e-5
     )
-    config = layer.get_config()
-    assert PerformerEncoder.from_config(config).get_config() == config
-    model = keras.Sequential([keras.Input((32, 16)), layer])
-    x = inputs()
-    path = os.path.join(tmp_path, "encoder.keras")
-    model.save(path)
-    loaded = keras.saving.load_model(path, safe_mode=True)
-    np.testing.assert_allclose(loaded(x), model(x), atol=1e-6)
+
+
+def test_layer_behaves_as_a_keras_layer(tmp_path):
+    run_layer_test(
+        lambda: encoder(
+            feature_map="hyperbolic",
+            num_random_features=32,
+            rotary_max_wavelength=100,
+            normalize_first=True,
+            activation="gelu",
+            dropout=0.1,
+        ),
+        [inputs()],
+        tmp_path=tmp_path,
+    )
 
 
 def test_rotary_embedding_makes_it_order_aware():
@@ -114,27 +112,6 @@ def test_rotary_embedding_makes_it_order_aware():
     assert not np.allclose(
         np.asarray(rotary(swapped))[:, ::-1], rotary(x), atol=1e-3
     )
-
-
-@pytest.mark.parametrize(
-    "mixed_policy", ["mixed_float16", "mixed_bfloat16"], indirect=True
-)
-def test_mixed_precision(mixed_policy):
-    x = inputs()
-    out = encoder()(x)
-    assert out.dtype == keras.mixed_precision.dtype_policy().compute_dtype
-    assert np.all(np.isfinite(np.asarray(out, "float32")))
-
-
-def test_fit_with_jit_compile():
-    model = keras.Sequential(
-        [keras.Input((32, 16)), encoder(dropout=0.1), keras.layers.Dense(1)]
-    )
-    model.compile("adam", "mse", jit_compile=True)
-    history = model.fit(
-        inputs(), np.ones((2, 32, 1)), epochs=3, verbose=0, batch_size=2
-    )
-    assert np.all(np.isfinite(history.history["loss"]))
 
 
 @pytest.mark.parametrize(

@@ -158,7 +158,7 @@ def test_run_notebook_rejects_unknown_settings():
 @pytest.mark.parametrize("layer", ["--layer", "--nolayer"])
 def test_profile(layer):
     stdout = run_tool(
-        "profile.py",
+        "profile_ops.py",
         "--length=32",
         "--heads=2",
         "--dim=8",

@@ -25,9 +25,18 @@ def classifier(attention, block, num_features=None):
 
 
 def exact_classifier():
-    return classifier(
+    """With weights drawn by NumPy, the same on every backend (Keras draws
+    other initial weights on each), within each weight's initial range."""
+    model = classifier(
         keras.layers.MultiHeadAttention, keras_hub.layers.TransformerEncoder
     )
+    rng = np.random.default_rng(1)
+    for weight in model.weights:
+        values = np.asarray(weight)
+        if np.ptp(values) > 0:  # Not a constant (zero biases, unit scales).
+            limit = np.max(np.abs(values))
+            weight.assign(rng.uniform(-limit, limit, values.shape))
+    return model
 
 
 def performer_classifier(num_features):

@@ -5,7 +5,7 @@ full tracing and prints the time of each kind of op (summed over the
 threads that ran them) and of the costliest ops, so that optimizations aim
 at what dominates. TensorFlow only.
 
-    python tools/profile.py --length=8192 --causal
+    python tools/profile_ops.py --length=8192 --causal
 """
 
 import collections
