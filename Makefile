@@ -32,7 +32,7 @@ test test-all: $(VENV)/installed
 		tests="$(AGNOSTIC_TESTS)"; \
 		if [ $$backend = tensorflow ]; then tests=tests; fi; \
 		echo "== $$backend"; \
-		KERAS_BACKEND=$$backend $(PY) -m pytest -q \
+		KERAS_BACKEND=$$backend $(PY) -m pytest -q --durations=10 \
 			$(if $(filter test-all,$@),--run-slow) $$tests; \
 	done
 

@@ -22,6 +22,18 @@ needs_xla = pytest.mark.skipif(
 )
 
 
+def draw_weights_with_numpy(model, seed):
+    """Replaces the model's weights by NumPy draws, uniform within each
+    weight's initial range (constants, as zero biases, stay): the same
+    weights on every backend, where Keras's initial draws differ."""
+    rng = np.random.default_rng(seed)
+    for weight in model.weights:
+        values = np.asarray(weight)
+        if np.ptp(values) > 0:
+            limit = np.max(np.abs(values))
+            weight.assign(rng.uniform(-limit, limit, values.shape))
+
+
 def outputs_and_gradients(layer, call, inputs):
     """`call(*inputs)` (a call of the built `layer`) and the gradients of
     the sum of its squared outputs with respect to `inputs` and the layer's

@@ -815,7 +815,7 @@ def main(argv):
     with open(FLAGS.output + ".json", "w") as file:
         json.dump(report, file, indent=1)
     written = [FLAGS.output + ".json"]
-    if results:
+    if len(lengths) > 1:  # A plot over lengths.
         _plot(results, FLAGS.output + ".png")
         written.append(FLAGS.output + ".png")
     print("\nwrote " + ", ".join(written))

@@ -74,8 +74,8 @@ class PerformerEncoder(PerformerBlock):
     ...     keras.layers.GlobalAveragePooling1D(),
     ...     keras.layers.Dense(2),
     ... ])
-    >>> model(np.ones((2, 1024), "int32")).shape
-    TensorShape([2, 2])
+    >>> tuple(model(np.ones((2, 1024), "int32")).shape)
+    (2, 2)
 
     References:
         - [Vaswani et al., 2017](https://arxiv.org/abs/1706.03762)

@@ -5,6 +5,7 @@ import pytest
 
 import keras_performer
 from keras_performer import PerformerEncoder
+from tests.helpers import draw_weights_with_numpy
 from tests.helpers import run_layer_test
 from tests.layers.test_performer_attention import inputs
 
@@ -21,6 +22,8 @@ def test_shape_and_matches_transformer_encoder(normalize_first, bound):
     exact = keras_hub.layers.TransformerEncoder(
         32, 2, normalize_first=normalize_first
     )
+    exact(x)
+    draw_weights_with_numpy(exact, seed=0)
     expected = np.asarray(exact(x))
     errors = []
     for num_features in (16, 256, 4096):

@@ -5,6 +5,7 @@ import pytest
 
 import keras_performer
 from keras_performer import transfer_weights
+from tests.helpers import draw_weights_with_numpy
 from tests.layers.test_performer_attention import inputs
 
 
@@ -25,17 +26,10 @@ def classifier(attention, block, num_features=None):
 
 
 def exact_classifier():
-    """With weights drawn by NumPy, the same on every backend (Keras draws
-    other initial weights on each), within each weight's initial range."""
     model = classifier(
         keras.layers.MultiHeadAttention, keras_hub.layers.TransformerEncoder
     )
-    rng = np.random.default_rng(1)
-    for weight in model.weights:
-        values = np.asarray(weight)
-        if np.ptp(values) > 0:  # Not a constant (zero biases, unit scales).
-            limit = np.max(np.abs(values))
-            weight.assign(rng.uniform(-limit, limit, values.shape))
+    draw_weights_with_numpy(model, seed=1)
     return model
 
 
