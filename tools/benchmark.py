@@ -20,8 +20,9 @@ Runs on CPU and GPU. The layer and op timings (`--level`) and the matmul
 rate run on every Keras backend (`KERAS_BACKEND=jax python
 tools/benchmark.py ...`): compiled with `tf.function` (`--compile`) on
 TensorFlow, with `jax.jit` on JAX, eagerly on PyTorch (`torch.compile` takes
-minutes per shape on a CPU). Decoding and generation timings need
-TensorFlow.
+minutes per shape on a CPU). Decoding and generation timings, and peak
+GPU memory, need TensorFlow (on another backend the peak is the process's
+host memory).
 """
 
 import json
