@@ -9,7 +9,6 @@ queries and keys of small and of large norm. Each point is the mean over
     python tools/approximation.py --features=16,32,64,128,256,512
 """
 
-import json
 import os
 
 from absl import app
@@ -18,6 +17,7 @@ from absl import flags
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
+import measurement  # noqa: E402
 import numpy as np  # noqa: E402
 
 from keras_performer import ops  # noqa: E402
@@ -157,13 +157,13 @@ def main(argv):
     rows = approximation_errors()
     print()
     print(format_table(rows))
-    os.makedirs(os.path.dirname(FLAGS.output) or ".", exist_ok=True)
     settings = {
         name: FLAGS[name].value
         for name in ("length", "heads", "dim", "draws", "causal", "norms")
     }
-    with open(FLAGS.output + ".json", "w") as file:
-        json.dump({"settings": settings, "results": rows}, file, indent=1)
+    measurement.write_json(
+        FLAGS.output + ".json", {"settings": settings, "results": rows}
+    )
     plot(rows, FLAGS.output + ".png")
     print(f"\nwrote {FLAGS.output}.json, {FLAGS.output}.png")
 
