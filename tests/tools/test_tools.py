@@ -93,6 +93,20 @@ def test_benchmark_stops_a_method_that_runs_out_of_memory(tmp_path):
     assert [r["status"] for r in rows] == ["ok", "out of memory"]
 
 
+def test_benchmark_help_lists_the_generation_flags():
+    """Decoding and generation flags are defined in benchmark_generation.py;
+    benchmark.py's --help lists them with its own."""
+    done = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "tools", "benchmark.py"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+    for flag in ("--lengths", "--decode_positions", "--generate_positions"):
+        assert flag in done.stdout
+
+
 def test_approximation(tmp_path):
     output = os.path.join(tmp_path, "approx")
     stdout = run_tool(
