@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from keras_performer.layers.performer_attention import PerformerAttention
-from keras_performer.ops.common import check_positive_int
+from keras_performer.ops.checks import check_positive_int
 
 
 class FeatureRedraw(keras.callbacks.Callback):
@@ -135,7 +135,7 @@ def redrawable_layers(model):
     """The `PerformerAttention` layers of a model, nested ones included,
     whose features may be redrawn; raises `ValueError` when there is
     none."""
-    # Keras has no public recursive listing of sublayers.
+    # Keras has no public recursive listing of sublayers: its own one.
     found = [
         layer
         for layer in model._flatten_layers(include_self=True, recursive=True)

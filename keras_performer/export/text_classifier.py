@@ -3,7 +3,7 @@
 import keras
 import tensorflow as tf
 
-from keras_performer.ops.common import check_positive_int
+from keras_performer.ops.checks import check_positive_int
 
 
 def export_text_classifier(

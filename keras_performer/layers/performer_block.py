@@ -3,13 +3,44 @@ attention sublayers, the feedforward network and the residual wiring."""
 
 import keras
 
+from keras_performer.layers import performer_options as options_lib
 from keras_performer.layers.performer_attention import PerformerAttention
-from keras_performer.layers.performer_attention import check_performer_options
 from keras_performer.layers.performer_attention import clone_initializer
-from keras_performer.layers.performer_attention import performer_options
-from keras_performer.ops.common import check_positive_int
-from keras_performer.ops.common import check_rate
-from keras_performer.ops.common import concrete_seed
+from keras_performer.ops.checks import check_positive_int
+from keras_performer.ops.checks import check_rate
+
+# Seeds a block takes from its `seed`: one per attention layer (a decoder
+# has two, self- and cross-attention), so that a stack of blocks seeded
+# `seed + SEEDS_PER_BLOCK * i` gives every attention layer its own.
+SEEDS_PER_BLOCK = 2
+
+# The blocks' own `Args:` entries (`document_block`).
+BLOCK_DOCS = """\
+intermediate_dim: int. Hidden size of the feedforward network.
+num_heads: int. Number of attention heads; the hidden size (the
+    inputs' last axis) must be a multiple of it.
+dropout: float. Dropout rate of the attention and feedforward
+    outputs. Defaults to `0.0`.
+activation: str or callable. Activation of the feedforward network.
+    Defaults to `"relu"`.
+layer_norm_epsilon: float. Epsilon of the layer norms. Defaults to
+    `1e-5`.
+kernel_initializer: initializer of the dense kernels. Defaults to
+    `"glorot_uniform"`.
+bias_initializer: initializer of the dense biases. Defaults to
+    `"zeros"`.
+normalize_first: bool. Whether layer norms come before the attention
+    and feedforward sublayers (pre-LN, as in GPT-2) rather than after
+    the residual sums. Defaults to `False`."""
+
+
+def document_block(cls):
+    """Class decorator: the `Args:` entries of the blocks and of the
+    Performer options in place of the lines `{block_arguments}` and
+    `{performer_options}` of the class docstring."""
+    return options_lib.document(
+        options_lib.fill_docstring(cls, "block_arguments", BLOCK_DOCS)
+    )
 
 
 class PerformerBlock(keras.layers.Layer):
@@ -30,29 +61,12 @@ class PerformerBlock(keras.layers.Layer):
         kernel_initializer="glorot_uniform",
         bias_initializer="zeros",
         normalize_first=False,
-        feature_map="softmax",
-        num_random_features=256,
-        orthogonal=True,
-        projection_norm="chi",
-        chunk_size=128,
-        rotary_max_wavelength=None,
-        redraw=True,
-        seed=None,
         **kwargs,
     ):
         check_positive_int("intermediate_dim", intermediate_dim)
         check_positive_int("num_heads", num_heads)
         check_rate("dropout", dropout)
-        check_performer_options(
-            feature_map=feature_map,
-            num_random_features=num_random_features,
-            orthogonal=orthogonal,
-            projection_norm=projection_norm,
-            chunk_size=chunk_size,
-            rotary_max_wavelength=rotary_max_wavelength,
-            redraw=redraw,
-            seed=seed,
-        )
+        options = options_lib.pop_performer_options(kwargs)
         super().__init__(**kwargs)
         self.supports_masking = True
         self.intermediate_dim = intermediate_dim
@@ -63,14 +77,7 @@ class PerformerBlock(keras.layers.Layer):
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.normalize_first = normalize_first
-        self.feature_map = feature_map
-        self.num_random_features = num_random_features
-        self.orthogonal = orthogonal
-        self.projection_norm = projection_norm
-        self.chunk_size = chunk_size
-        self.rotary_max_wavelength = rotary_max_wavelength
-        self.redraw = redraw
-        self.seed = concrete_seed(seed)
+        options_lib.set_performer_options(self, options)
 
     def _head_dim(self, hidden_dim):
         if hidden_dim is None or hidden_dim % self.num_heads:
@@ -82,8 +89,9 @@ class PerformerBlock(keras.layers.Layer):
         return hidden_dim // self.num_heads
 
     def _attention(self, hidden_dim, name, seed_offset, rotary):
-        """A `PerformerAttention` sublayer; `seed_offset` gives each of a
-        block's attention layers its own projection."""
+        """A `PerformerAttention` sublayer; `seed_offset` (below
+        `SEEDS_PER_BLOCK`) gives each of a block's attention layers its own
+        projection."""
         return PerformerAttention(
             num_heads=self.num_heads,
             key_dim=self._head_dim(hidden_dim),
@@ -91,7 +99,7 @@ class PerformerBlock(keras.layers.Layer):
             kernel_initializer=clone_initializer(self.kernel_initializer),
             bias_initializer=clone_initializer(self.bias_initializer),
             **{
-                **performer_options(self),
+                **options_lib.performer_options(self),
                 "rotary_max_wavelength": (
                     self.rotary_max_wavelength if rotary else None
                 ),
@@ -100,6 +108,17 @@ class PerformerBlock(keras.layers.Layer):
             dtype=self.dtype_policy,
             name=name,
         )
+
+    def _build_self_attention(self, shape, name):
+        """The self-attention sublayer, its layer norm and dropout."""
+        self._self_attention_layer = self._attention(
+            shape[-1], name, seed_offset=0, rotary=True
+        )
+        self._self_attention_layer.build(shape)
+        self._self_attention_layer_norm = self._layer_norm(
+            shape, "self_attention_layer_norm"
+        )
+        self._self_attention_dropout = self._dropout("self_attention_dropout")
 
     def _layer_norm(self, shape, name):
         norm = keras.layers.LayerNormalization(
@@ -155,6 +174,18 @@ class PerformerBlock(keras.layers.Layer):
             y = norm(y)
         return y if extra is None else (y, extra)
 
+    def _self_attention(self, x, training, **attention_arguments):
+        """The self-attention sublayer with its residual connection."""
+        return self._residual(
+            x,
+            lambda y: self._self_attention_layer(
+                y, training=training, **attention_arguments
+            ),
+            self._self_attention_layer_norm,
+            self._self_attention_dropout,
+            training,
+        )
+
     def _feedforward(self, x, training):
         return self._residual(
             x,
@@ -182,7 +213,7 @@ class PerformerBlock(keras.layers.Layer):
                     self.bias_initializer
                 ),
                 "normalize_first": self.normalize_first,
-                **performer_options(self),
+                **options_lib.performer_options(self),
             }
         )
         return config

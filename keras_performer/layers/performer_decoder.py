@@ -4,8 +4,10 @@ import keras
 from keras import ops
 
 from keras_performer.layers.performer_block import PerformerBlock
+from keras_performer.layers.performer_block import document_block
 
 
+@document_block
 @keras.saving.register_keras_serializable(package="keras_performer")
 class PerformerDecoder(PerformerBlock):
     """A transformer decoder block whose attention is a Performer.
@@ -21,37 +23,8 @@ class PerformerDecoder(PerformerBlock):
     FAVOR+ state `(S, z)` of the self-attention, whatever the position.
 
     Args:
-        intermediate_dim: int. Hidden size of the feedforward network.
-        num_heads: int. Number of attention heads; the hidden size (the
-            inputs' last axis) must be a multiple of it.
-        dropout: float. Dropout rate of the attention and feedforward
-            outputs. Defaults to `0.0`.
-        activation: str or callable. Activation of the feedforward network.
-            Defaults to `"relu"`.
-        layer_norm_epsilon: float. Epsilon of the layer norms. Defaults to
-            `1e-5`.
-        kernel_initializer: initializer of the dense kernels. Defaults to
-            `"glorot_uniform"`.
-        bias_initializer: initializer of the dense biases. Defaults to
-            `"zeros"`.
-        normalize_first: bool. Whether layer norms come before the
-            sublayers (pre-LN) rather than after the residual sums.
-            Defaults to `False`.
-        feature_map: str. Random feature map, as in `PerformerAttention`.
-            Defaults to `"softmax"`.
-        num_random_features: int. Rows of the random projections. Defaults
-            to `256`.
-        orthogonal: bool. Orthogonal projection blocks. Defaults to `True`.
-        projection_norm: str. `"chi"` or `"sqrt_d"`. Defaults to `"chi"`.
-        chunk_size: int. Tokens per chunk of the causal form. Defaults to
-            `128`.
-        rotary_max_wavelength: int. Rotary position embedding on the
-            self-attention's queries and keys when set. Defaults to `None`.
-        redraw: bool. Whether the projections may be redrawn; `False`
-            freezes the features. Defaults to `True`.
-        seed: int. Seed of the random projections (the cross-attention
-            uses `seed + 1`); with `None` the block picks one and keeps it
-            in its config. Defaults to `None`.
+        {block_arguments}
+        {performer_options}
         **kwargs: base layer arguments, such as `name` and `dtype`.
 
     Call arguments:
@@ -114,14 +87,7 @@ class PerformerDecoder(PerformerBlock):
         hidden_dim = shape[-1]
         # Sublayers in the order of keras_hub.layers.TransformerDecoder, so
         # that weight lists match one to one.
-        self._self_attention_layer = self._attention(
-            hidden_dim, "self_attention", seed_offset=0, rotary=True
-        )
-        self._self_attention_layer.build(shape)
-        self._self_attention_layer_norm = self._layer_norm(
-            shape, "self_attention_layer_norm"
-        )
-        self._self_attention_dropout = self._dropout("self_attention_dropout")
+        self._build_self_attention(shape, "self_attention")
         self._cross_attention_layer = None
         if encoder_sequence_shape is not None:
             self._cross_attention_layer = self._attention(
@@ -187,20 +153,14 @@ class PerformerDecoder(PerformerBlock):
         if decoder_padding_mask is None:
             decoder_padding_mask = mask
         decoder_sequence = ops.cast(decoder_sequence, self.compute_dtype)
-        x = self._residual(
+        x = self._self_attention(
             decoder_sequence,
-            lambda x: self._self_attention_layer(
-                x,
-                query_mask=decoder_padding_mask,
-                attention_mask=decoder_attention_mask,
-                use_causal_mask=use_causal_mask,
-                cache=self_attention_cache,
-                cache_update_index=self_attention_cache_update_index,
-                training=training,
-            ),
-            self._self_attention_layer_norm,
-            self._self_attention_dropout,
             training,
+            query_mask=decoder_padding_mask,
+            attention_mask=decoder_attention_mask,
+            use_causal_mask=use_causal_mask,
+            cache=self_attention_cache,
+            cache_update_index=self_attention_cache_update_index,
         )
         cache = None
         if self_attention_cache is not None:

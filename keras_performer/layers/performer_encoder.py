@@ -3,8 +3,10 @@
 import keras
 
 from keras_performer.layers.performer_block import PerformerBlock
+from keras_performer.layers.performer_block import document_block
 
 
+@document_block
 @keras.saving.register_keras_serializable(package="keras_performer")
 class PerformerEncoder(PerformerBlock):
     """A transformer encoder block whose self-attention is a Performer.
@@ -18,36 +20,8 @@ class PerformerEncoder(PerformerBlock):
     `keras.Sequential` model after `Embedding(mask_zero=True)`.
 
     Args:
-        intermediate_dim: int. Hidden size of the feedforward network.
-        num_heads: int. Number of attention heads; the hidden size (the
-            inputs' last axis) must be a multiple of it.
-        dropout: float. Dropout rate of the attention and feedforward
-            outputs. Defaults to `0.0`.
-        activation: str or callable. Activation of the feedforward network.
-            Defaults to `"relu"`.
-        layer_norm_epsilon: float. Epsilon of the layer norms. Defaults to
-            `1e-5`.
-        kernel_initializer: initializer of the dense kernels. Defaults to
-            `"glorot_uniform"`.
-        bias_initializer: initializer of the dense biases. Defaults to
-            `"zeros"`.
-        normalize_first: bool. Whether layer norms come before the
-            attention and feedforward (pre-LN, as in GPT-2) rather than
-            after the residual sum. Defaults to `False`.
-        feature_map: str. Random feature map, as in `PerformerAttention`.
-            Defaults to `"softmax"`.
-        num_random_features: int. Rows of the random projection. Defaults
-            to `256`.
-        orthogonal: bool. Orthogonal projection blocks. Defaults to `True`.
-        projection_norm: str. `"chi"` or `"sqrt_d"`. Defaults to `"chi"`.
-        chunk_size: int. Tokens per chunk of the causal form. Defaults to
-            `128`.
-        rotary_max_wavelength: int. Rotary position embedding on queries
-            and keys when set. Defaults to `None`.
-        redraw: bool. Whether the projection may be redrawn; `False`
-            freezes the features. Defaults to `True`.
-        seed: int. Seed of the random projection; with `None` the block
-            picks one and keeps it in its config. Defaults to `None`.
+        {block_arguments}
+        {performer_options}
         **kwargs: base layer arguments, such as `name` and `dtype`.
 
     Call arguments:
@@ -83,17 +57,9 @@ class PerformerEncoder(PerformerBlock):
     """
 
     def build(self, inputs_shape):
-        hidden_dim = inputs_shape[-1]
         # Sublayers in the order of keras_hub.layers.TransformerEncoder, so
         # that weight lists match one to one.
-        self._self_attention_layer = self._attention(
-            hidden_dim, "self_attention_layer", seed_offset=0, rotary=True
-        )
-        self._self_attention_layer.build(inputs_shape)
-        self._self_attention_layer_norm = self._layer_norm(
-            inputs_shape, "self_attention_layer_norm"
-        )
-        self._self_attention_dropout = self._dropout("self_attention_dropout")
+        self._build_self_attention(inputs_shape, "self_attention_layer")
         self._feedforward_layer_norm = self._layer_norm(
             inputs_shape, "feedforward_layer_norm"
         )
@@ -112,18 +78,12 @@ class PerformerEncoder(PerformerBlock):
         mask=None,
     ):
         padding_mask = mask if padding_mask is None else padding_mask
-        x = self._residual(
+        x = self._self_attention(
             inputs,
-            lambda x: self._self_attention_layer(
-                x,
-                query_mask=padding_mask,
-                attention_mask=attention_mask,
-                return_attention_scores=return_attention_scores,
-                training=training,
-            ),
-            self._self_attention_layer_norm,
-            self._self_attention_dropout,
             training,
+            query_mask=padding_mask,
+            attention_mask=attention_mask,
+            return_attention_scores=return_attention_scores,
         )
         if return_attention_scores:
             x, scores = x

@@ -4,13 +4,15 @@ import keras
 import keras_hub
 from keras import ops
 
+from keras_performer.layers import performer_options as options_lib
+from keras_performer.layers.performer_block import SEEDS_PER_BLOCK
 from keras_performer.layers.performer_decoder import PerformerDecoder
-from keras_performer.ops.common import check_positive_int
-from keras_performer.ops.common import concrete_seed
+from keras_performer.ops.checks import check_positive_int
 
 SAMPLERS = ("greedy", "random", "top_k")
 
 
+@options_lib.document
 @keras.saving.register_keras_serializable(package="keras_performer")
 class PerformerCausalLM(keras.Model):
     """A decoder-only language model of `PerformerDecoder` blocks.
@@ -37,20 +39,7 @@ class PerformerCausalLM(keras.Model):
         dropout: float. Dropout rate in the blocks. Defaults to `0.0`.
         activation: str. Feedforward activation. Defaults to `"gelu"`.
         layer_norm_epsilon: float. Defaults to `1e-5`.
-        feature_map: str. Random feature map (see `PerformerAttention`).
-            Defaults to `"softmax"`.
-        num_random_features: int. Rows of each random projection. Defaults
-            to `256`.
-        orthogonal: bool. Defaults to `True`.
-        projection_norm: str. Defaults to `"chi"`.
-        chunk_size: int. Tokens per chunk of the causal form. Defaults to
-            `128`.
-        redraw: bool. Whether the projections may be redrawn
-            (`keras_performer.callbacks.FeatureRedraw`); `False` freezes the
-            features. Defaults to `True`.
-        seed: int. Seed of the random projections (block `i` uses
-            `seed + 2 i`) and of the embedding initializer; with `None` the
-            model picks one and keeps it in its config. Defaults to `None`.
+        {performer_options}
         **kwargs: base model arguments, such as `name` and `dtype`.
 
     Call arguments:
@@ -87,13 +76,6 @@ class PerformerCausalLM(keras.Model):
         dropout=0.0,
         activation="gelu",
         layer_norm_epsilon=1e-5,
-        feature_map="softmax",
-        num_random_features=256,
-        orthogonal=True,
-        projection_norm="chi",
-        chunk_size=128,
-        redraw=True,
-        seed=None,
         **kwargs,
     ):
         for name, value in (
@@ -109,20 +91,7 @@ class PerformerCausalLM(keras.Model):
                 "`hidden_dim` must be a multiple of `num_heads`. Received: "
                 f"hidden_dim={hidden_dim}, num_heads={num_heads}"
             )
-        block_options = dict(
-            intermediate_dim=intermediate_dim,
-            num_heads=num_heads,
-            dropout=dropout,
-            activation=activation,
-            layer_norm_epsilon=layer_norm_epsilon,
-            normalize_first=True,
-            feature_map=feature_map,
-            num_random_features=num_random_features,
-            orthogonal=orthogonal,
-            projection_norm=projection_norm,
-            chunk_size=chunk_size,
-            redraw=redraw,
-        )
+        options = options_lib.pop_performer_options(kwargs)
         super().__init__(**kwargs)
         self.vocabulary_size = vocabulary_size
         self.num_layers = num_layers
@@ -133,13 +102,8 @@ class PerformerCausalLM(keras.Model):
         self.dropout = dropout
         self.activation = activation
         self.layer_norm_epsilon = layer_norm_epsilon
-        self.feature_map = feature_map
-        self.num_random_features = num_random_features
-        self.orthogonal = orthogonal
-        self.projection_norm = projection_norm
-        self.chunk_size = chunk_size
-        self.redraw = redraw
-        self.seed = seed = concrete_seed(seed)
+        options_lib.set_performer_options(self, options)
+        seed = self.seed
         self.embedding = keras_hub.layers.TokenAndPositionEmbedding(
             vocabulary_size,
             max_sequence_length,
@@ -152,8 +116,13 @@ class PerformerCausalLM(keras.Model):
         )
         self.blocks = [
             PerformerDecoder(
-                **block_options,
-                seed=seed + 2 * i,
+                intermediate_dim=intermediate_dim,
+                num_heads=num_heads,
+                dropout=dropout,
+                activation=activation,
+                layer_norm_epsilon=layer_norm_epsilon,
+                normalize_first=True,
+                **{**options, "seed": seed + SEEDS_PER_BLOCK * i},
                 dtype=self.dtype_policy,
                 name=f"decoder_block_{i}",
             )
@@ -397,13 +366,7 @@ class PerformerCausalLM(keras.Model):
                 "dropout": self.dropout,
                 "activation": self.activation,
                 "layer_norm_epsilon": self.layer_norm_epsilon,
-                "feature_map": self.feature_map,
-                "num_random_features": self.num_random_features,
-                "orthogonal": self.orthogonal,
-                "projection_norm": self.projection_norm,
-                "chunk_size": self.chunk_size,
-                "redraw": self.redraw,
-                "seed": self.seed,
+                **options_lib.performer_options(self),
             }
         )
         return config

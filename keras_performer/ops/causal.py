@@ -33,13 +33,13 @@ import keras
 from keras import ops
 
 from keras_performer.ops import feature_maps
-from keras_performer.ops.common import check_attention_inputs
-from keras_performer.ops.common import check_positive_int
-from keras_performer.ops.common import floored_max
-from keras_performer.ops.common import heads_first
-from keras_performer.ops.common import lower_triangle
-from keras_performer.ops.common import normalize
-from keras_performer.ops.common import with_ones
+from keras_performer.ops.checks import check_attention_inputs
+from keras_performer.ops.checks import check_positive_int
+from keras_performer.ops.masks import lower_triangle
+from keras_performer.ops.numerics import floored_max
+from keras_performer.ops.numerics import heads_first
+from keras_performer.ops.numerics import normalize
+from keras_performer.ops.numerics import with_ones
 
 DEFAULT_CHUNK_SIZE = 128
 
@@ -72,6 +72,14 @@ def state_length(state):
     """Number of keys a state of `causal_favor_attention` has absorbed,
     `(batch,)` float32."""
     return state[:, 0, 0, -2]
+
+
+def unseen_positions(state, start, length):
+    """Boolean `(batch, length)`: which of `length` tokens at positions
+    `start` onwards a state has not absorbed yet (it holds positions `0` to
+    `n - 1`, fed in order)."""
+    positions = ops.cast(start, "float32") + ops.arange(length, dtype="float32")
+    return positions[None, :] >= state_length(state)[:, None]
 
 
 def causal_favor_attention(

@@ -2,9 +2,9 @@
 
 from keras import ops
 
-from keras_performer.ops.common import check_attention_inputs
-from keras_performer.ops.common import floored_max
-from keras_performer.ops.common import lower_triangle
+from keras_performer.ops.checks import check_attention_inputs
+from keras_performer.ops.masks import visible_keys
+from keras_performer.ops.numerics import floored_max
 
 
 def exact_attention(query, key, value, is_causal=False, key_mask=None):
@@ -47,10 +47,3 @@ def exact_attention(query, key, value, is_causal=False, key_mask=None):
     out = ops.einsum("bhts,bshd->bthd", weights, value)
     total = ops.transpose(ops.sum(weights, axis=-1), (0, 2, 1))
     return ops.cast(ops.divide_no_nan(out, total[..., None]), dtype)
-
-
-def visible_keys(target_length, source_length, is_causal):
-    """Boolean `(1, 1, T, S)`: which keys each query sees (mask shape)."""
-    if not is_causal:
-        return ops.ones((1, 1, target_length, source_length), dtype="bool")
-    return lower_triangle(target_length, source_length)[None, None]

@@ -5,11 +5,11 @@ from keras import ops
 
 from keras_performer.ops import causal
 from keras_performer.ops import feature_maps
-from keras_performer.ops.common import check_attention_inputs
-from keras_performer.ops.common import heads_first
-from keras_performer.ops.common import normalize
-from keras_performer.ops.common import with_ones
-from keras_performer.ops.exact import visible_keys
+from keras_performer.ops.checks import check_attention_inputs
+from keras_performer.ops.masks import visible_keys
+from keras_performer.ops.numerics import heads_first
+from keras_performer.ops.numerics import normalize
+from keras_performer.ops.numerics import with_ones
 
 
 def favor_attention(
@@ -84,11 +84,7 @@ def favor_attention(
         query, key, value, key_mask, is_causal, projection_matrix
     )
     query_features, key_features = _stabilized_features(
-        heads_first(query),
-        heads_first(key),
-        projection_matrix,
-        feature_map,
-        key_mask,
+        query, key, projection_matrix, feature_map, key_mask
     )
     # A column of ones after the values gives the denominator with the
     # numerator: out = Q' (K'^T [V, 1]). The products keep the [L, F]
@@ -137,11 +133,7 @@ def favor_attention_scores(
         query, key, key, key_mask, is_causal, projection_matrix
     )
     query_features, key_features = _stabilized_features(
-        heads_first(query),
-        heads_first(key),
-        projection_matrix,
-        feature_map,
-        key_mask,
+        query, key, projection_matrix, feature_map, key_mask
     )
     scores = ops.matmul(query_features, ops.swapaxes(key_features, 2, 3))
     mask = visible_keys(ops.shape(query)[1], ops.shape(key)[1], is_causal)
@@ -151,16 +143,18 @@ def favor_attention_scores(
 
 
 def _stabilized_features(query, key, projection_matrix, feature_map, key_mask):
-    """Features `[B, H, L, F]` of heads-first queries and keys, stabilized
+    """Features `[B, H, L, F]` of queries and keys `[B, L, H, D]`, stabilized
     exactly: per query, and over the valid keys of each sequence by the max
     of their whole log-features (`w.k - |k|^2 / 2`), so that a key of large
     norm does not flush the others to zero. Nothing is added to the
     features, so the stabilizers cancel (for the causal attention matrix
     too: the max over all keys is a common factor of each row)."""
     query_parts = feature_maps.feature_parts(
-        query, projection_matrix, feature_map
+        heads_first(query), projection_matrix, feature_map
     )
-    key_parts = feature_maps.feature_parts(key, projection_matrix, feature_map)
+    key_parts = feature_maps.feature_parts(
+        heads_first(key), projection_matrix, feature_map
+    )
     mask = None if key_mask is None else key_mask[:, None, :]
     key_stabilizer = feature_maps.sequence_log_max(key_parts, mask)
     key_features = feature_maps.features(key_parts, key_stabilizer, mask)

@@ -16,7 +16,7 @@ import math
 
 from keras import ops
 
-from keras_performer.ops.common import floored_max
+from keras_performer.ops.numerics import floored_max
 
 FeatureParts = collections.namedtuple(
     "FeatureParts", ["logits", "log_norm", "factor"]

@@ -1,11 +1,13 @@
-"""Random projection matrices for FAVOR+ features."""
+"""Random projection matrices for FAVOR+ features, and their seeds."""
+
+import random
 
 import numpy as np
 from keras import ops
 
-from keras_performer.ops.common import check_draw
-from keras_performer.ops.common import check_positive_int
-from keras_performer.ops.common import check_seed
+from keras_performer.ops.checks import check_draw
+from keras_performer.ops.checks import check_positive_int
+from keras_performer.ops.checks import check_seed
 
 PROJECTION_NORMS = ("chi", "sqrt_d")
 
@@ -86,3 +88,10 @@ def sample_projection_matrix(
     if projection_norm == "sqrt_d":
         row_norms = np.full(num_random_features, np.sqrt(dim))
     return ops.convert_to_tensor(rows * row_norms[:, None], dtype="float32")
+
+
+def concrete_seed(seed):
+    """`seed`, or a new one when it is `None`: drawn from Python's `random`,
+    so `keras.utils.set_random_seed` makes it reproducible. A layer keeps
+    it, so that its later random draws can be made again."""
+    return random.randint(0, 2**31 - 1) if seed is None else seed

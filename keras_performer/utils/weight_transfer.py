@@ -3,7 +3,7 @@
 import keras
 import keras_hub
 
-from keras_performer.layers.performer_attention import RANDOM_FEATURE_WEIGHTS
+from keras_performer.layers.mha_compatibility import exact_attention_weights
 from keras_performer.layers.performer_attention import PerformerAttention
 from keras_performer.layers.performer_decoder import PerformerDecoder
 from keras_performer.layers.performer_encoder import PerformerEncoder
@@ -86,9 +86,7 @@ def _transfer(source, target):
         )
     target_weights = target.weights
     if performer is not None:  # The random features stay the target's.
-        target_weights = [
-            w for w in target_weights if w.name not in RANDOM_FEATURE_WEIGHTS
-        ]
+        target_weights = exact_attention_weights(target)
     source_shapes = [tuple(w.shape) for w in source.weights]
     target_shapes = [tuple(w.shape) for w in target_weights]
     if source_shapes != target_shapes:

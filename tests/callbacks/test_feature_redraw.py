@@ -15,7 +15,7 @@ from keras_performer import PerformerEncoder
 from keras_performer.callbacks import FeatureRedraw
 from keras_performer.callbacks import redraw_features
 from keras_performer.callbacks.feature_redraw import redrawable_layers
-from keras_performer.layers.performer_attention import RANDOM_FEATURE_WEIGHTS
+from keras_performer.layers.mha_compatibility import RANDOM_FEATURE_WEIGHTS
 from keras_performer.ops import sample_projection_matrix
 from tests.helpers import needs_xla
 

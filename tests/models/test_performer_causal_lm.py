@@ -26,8 +26,9 @@ def token_ids(seed=0, batch=2, length=20, vocabulary=16):
     return rng.integers(0, vocabulary, size=(batch, length)).astype("int32")
 
 
-def test_logits_and_cached_calls_equal_the_full_pass():
-    lm = language_model()
+@pytest.mark.parametrize("rotary_max_wavelength", [None, 10000])
+def test_logits_and_cached_calls_equal_the_full_pass(rotary_max_wavelength):
+    lm = language_model(rotary_max_wavelength=rotary_max_wavelength)
     ids = token_ids()
     full = np.asarray(lm(ids))
     assert full.shape == (2, 20, 16)
