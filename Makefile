@@ -21,6 +21,9 @@ $(VENV)/installed: setup.py pyproject.toml
 AGNOSTIC_TESTS := tests/ops tests/layers tests/models tests/callbacks \
 	tests/utils tests/test_public_api.py tests/test_docstrings.py
 BACKENDS ?= tensorflow jax torch
+# Test processes (pytest-xdist): the tests are mostly per-op overhead and
+# compilation, which one process does on one core at a time.
+WORKERS ?= auto
 
 .PHONY: run test test-all lint format benchmark approximation
 run: $(VENV)/installed
@@ -33,7 +36,7 @@ test test-all: $(VENV)/installed
 		if [ $$backend = tensorflow ]; then tests=tests; fi; \
 		echo "== $$backend"; \
 		KERAS_BACKEND=$$backend $(PY) -m pytest -q --durations=10 \
-			$(if $(filter test-all,$@),--run-slow) $$tests; \
+			-n $(WORKERS) $(if $(filter test-all,$@),--run-slow) $$tests; \
 	done
 
 lint: $(VENV)/installed
@@ -43,3 +46,15 @@ lint: $(VENV)/installed
 format: $(VENV)/installed
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
+
+# The docs' main figures, with the settings docs/benchmarks.md states
+# (decoding and generation timings need TensorFlow).
+benchmark: $(VENV)/installed
+	KERAS_BACKEND=tensorflow $(PY) tools/benchmark.py --output=docs/benchmark \
+		--decode_positions=10,1000,16000
+	KERAS_BACKEND=tensorflow $(PY) tools/benchmark.py --lengths= \
+		--generate_positions=1000,4000,16000 --repeats=3 --compile=xla \
+		--output=docs/benchmark_generation
+
+approximation: $(VENV)/installed
+	$(PY) tools/approximation.py --output=docs/approximation

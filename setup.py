@@ -1,11 +1,19 @@
 """Setup script for keras_performer."""
 
 import pathlib
+import re
 
 from setuptools import find_packages
 from setuptools import setup
 
 HERE = pathlib.Path(__file__).parent
+# The version is written once, in the package (setup.py cannot import it:
+# its dependencies may not be installed yet).
+VERSION = re.search(
+    r'^__version__ = "([^"]+)"$',
+    (HERE / "keras_performer" / "__init__.py").read_text(encoding="utf-8"),
+    re.MULTILINE,
+).group(1)
 # Each pin is a range of releases the tests have run on.
 BACKENDS = {
     "jax": ["jax>=0.10,<0.11", "jaxlib>=0.10,<0.11"],
@@ -25,7 +33,7 @@ TOOL_REQUIREMENTS = [
 # The tests also run the tutorials (Jupyter kernel), the tools and the
 # backend-agnostic tests on every backend.
 TEST_REQUIREMENTS = (
-    ["pytest", "hypothesis"]
+    ["pytest", "pytest-xdist", "hypothesis"]
     + TUTORIAL_REQUIREMENTS
     + TOOL_REQUIREMENTS
     + BACKENDS["jax"]
@@ -34,7 +42,7 @@ TEST_REQUIREMENTS = (
 
 setup(
     name="keras-performer",
-    version="0.1.0",
+    version=VERSION,
     description=(
         "Performer (FAVOR+) linear attention layers for Keras 3 and TensorFlow."
     ),
