@@ -16,10 +16,12 @@ def export_text_classifier(
     num_classes)` float32. The tokenizer runs inside the graph, so a client
     sends text (TF Serving's REST API: `{"instances": ["a review", ...]}`).
     Token ids are cut or padded with `0` to `sequence_length`: a longer
-    text is classified by its first `sequence_length` tokens. A text with
-    no token (an empty string) gets uniform probabilities, `1 /
-    num_classes` each (`0.5` for a single sigmoid output), and an empty
-    batch an empty result.
+    text is classified by its first `sequence_length` tokens. Every answer
+    is the Keras model's, but where the model's is undefined: a text with
+    no token (an empty string) for which the model's answer is not finite
+    (a mean over its tokens masked by `Embedding(mask_zero=True)` is
+    0 / 0) gets uniform probabilities, `1 / num_classes` each (`0.5` for a
+    single sigmoid output). An empty batch gets an empty result.
 
     Args:
         model: a built Keras model from token ids `(batch,
@@ -73,13 +75,16 @@ def export_text_classifier(
         binary = scores.shape[-1] == 1
         if from_logits:
             scores = tf.sigmoid(scores) if binary else tf.nn.softmax(scores)
-        # A text with no token says nothing about its class (and a masked
-        # mean over no token would be 0 / 0).
+        # The model's answer wherever it is finite; for a text with no
+        # token it may be undefined (a masked mean over no token is 0 / 0),
+        # and then the text says nothing about its class.
         uniform = (
             0.5 if binary else 1.0 / tf.cast(tf.shape(scores)[1], "float32")
         )
         has_tokens = tf.reduce_any(ids != 0, axis=1, keepdims=True)
-        return {"probabilities": tf.where(has_tokens, scores, uniform)}
+        finite = tf.reduce_all(tf.math.is_finite(scores), axis=1, keepdims=True)
+        answer = tf.logical_or(has_tokens, finite)
+        return {"probabilities": tf.where(answer, scores, uniform)}
 
     archive = keras.export.ExportArchive()
     archive.track(model)

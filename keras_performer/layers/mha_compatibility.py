@@ -50,12 +50,7 @@ def check_arguments(
     elif output_shape is not None:
         check_positive_int("output_shape", output_shape)
     if sliding_window is not None:
-        raise ValueError(
-            "`sliding_window` restricts each query to a band of keys, a "
-            "mask that linear attention cannot apply exactly; use "
-            "`keras.layers.MultiHeadAttention` for it. Received: "
-            f"sliding_window={sliding_window}"
-        )
+        check_positive_int("sliding_window", sliding_window)
     if flash_attention not in (None, True, False):
         raise ValueError(
             "`flash_attention` must be None or a bool. Received: "

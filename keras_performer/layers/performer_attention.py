@@ -8,16 +8,16 @@ from keras import ops
 
 from keras_performer.layers import mha_compatibility
 from keras_performer.layers import performer_options as options_lib
+from keras_performer.layers.attention_cache import AttentionCache
 from keras_performer.layers.random_features import RandomFeatures
 from keras_performer.ops import causal
 from keras_performer.ops import favor
-from keras_performer.ops import feature_maps
 from keras_performer.ops import masks
 
 
 @options_lib.document
 @keras.saving.register_keras_serializable(package="keras_performer")
-class PerformerAttention(RandomFeatures, keras.layers.Layer):
+class PerformerAttention(RandomFeatures, AttentionCache, keras.layers.Layer):
     """Multi-head attention with FAVOR+ random features (a Performer).
 
     Same arguments, call signature and trainable weights as
@@ -47,9 +47,11 @@ class PerformerAttention(RandomFeatures, keras.layers.Layer):
             axes. Defaults to the query's last axis.
         attention_axes: `None`, or the sequence axis `1`: attention over
             other axes is not supported. Defaults to `None`.
-        sliding_window: `None` only: a band of keys per query is a mask
-            linear attention cannot apply exactly. Accepted so that
-            `MultiHeadAttention` configs load. Defaults to `None`.
+        sliding_window: int. When set, each query sees only the keys
+            within `sliding_window - 1` positions of itself (a symmetric
+            band, causal with `use_causal_mask`), as in
+            `MultiHeadAttention`: the quadratic form, `O(T S)` time and
+            memory. Not with a decoding `cache`. Defaults to `None`.
         flash_attention: accepted for `MultiHeadAttention` compatibility
             and ignored: linear attention forms no attention matrix to
             tile. Defaults to `None`.
@@ -86,12 +88,16 @@ class PerformerAttention(RandomFeatures, keras.layers.Layer):
         key_mask: boolean mask `(batch, source_length)` of padded keys.
             Taken from the key's Keras mask when not given.
         attention_mask: boolean mask `(batch, target_length,
-            source_length)`. Linear attention applies it exactly only when
-            it is a padding pattern (an outer product of a query mask and a
-            key mask, and lower triangular when causal). Any other mask
-            raises `ValueError` when it is in host memory, or makes the
-            output NaN when it is on an accelerator or inside a compiled
-            function (reading it back would wait for the device).
+            source_length)` or `(batch, 1 or num_heads, target_length,
+            source_length)`, applied exactly to the FAVOR estimate. A
+            padding pattern (an outer product of a query mask and a key
+            mask, lower triangular when causal, the same for all heads)
+            takes the linear form; any other mask (a prefix LM, packed
+            sequences, a band, per-head masks) the quadratic form of
+            `keras_performer.ops.masked_favor_attention`, `O(T S)` time
+            and memory, as the mask itself. The choice is made on the
+            device for a mask on an accelerator or inside a compiled
+            function (no read-back to the host).
         return_attention_scores: bool. Whether to also return the implied
             attention matrix `(batch, num_heads, target_length,
             source_length)`; quadratic in the length. Defaults to `False`.
@@ -327,45 +333,6 @@ class PerformerAttention(RandomFeatures, keras.layers.Layer):
             return policy[f"{self.path or self.name}/{name}"]
         return policy
 
-    def get_initial_cache(self, batch_size):
-        """Returns the decoding state before any token: constant size
-        `(batch_size, num_heads, num_features, value_dim + 3)`, float32."""
-        return causal.empty_state(
-            batch_size, self.num_heads, self._num_features(), self.value_dim
-        )
-
-    def _num_features(self):
-        return feature_maps.num_features(
-            self.feature_map, self.num_random_features
-        )
-
-    def _check_cache(
-        self, cache, cache_update_index, return_attention_scores, attention_mask
-    ):
-        if return_attention_scores or attention_mask is not None:
-            raise ValueError(
-                "With a `cache`, `return_attention_scores` and "
-                "`attention_mask` are not supported: decoding keeps no "
-                "attention matrix. Received: "
-                f"return_attention_scores={return_attention_scores}, "
-                f"attention_mask={attention_mask}"
-            )
-        expected = (self.num_heads, self._num_features(), self.value_dim + 3)
-        if len(cache.shape) != 4 or tuple(cache.shape[1:]) != expected:
-            raise ValueError(
-                "`cache` must have shape (batch, num_heads, num_features, "
-                f"value_dim + 3) = (batch, {', '.join(map(str, expected))}) "
-                "for this layer: pass the cache from its "
-                "`get_initial_cache()` or an earlier call of the same layer. "
-                f"Received: cache.shape={tuple(cache.shape)}"
-            )
-        if self._rotary_embedding is not None and cache_update_index is None:
-            raise ValueError(
-                "With a rotary embedding, decoding with a `cache` needs "
-                "`cache_update_index`, the position of the first token. "
-                "Received: cache_update_index=None"
-            )
-
     def call(
         self,
         query,
@@ -407,6 +374,7 @@ class PerformerAttention(RandomFeatures, keras.layers.Layer):
         if cache is not None:
             self._check_cache(
                 cache,
+                query,
                 cache_update_index,
                 return_attention_scores,
                 attention_mask,
@@ -418,18 +386,17 @@ class PerformerAttention(RandomFeatures, keras.layers.Layer):
                         cache, cache_update_index, ops.shape(key)[1]
                     )
                 )
-        query_valid, key_valid, unsupported_mask = masks.combined_masks(
+        if self.sliding_window is not None:
+            attention_mask = masks.with_band(
+                attention_mask, self.sliding_window, query, key
+            )
+        query_valid, key_valid, quadratic = masks.combined_masks(
             query_mask,
             key_masks,
             attention_mask,
             is_causal,
             (query.shape[0], query.shape[1], key.shape[1]),
         )
-        source_length = key.shape[1]
-        if is_causal and cache is None and source_length != query.shape[1]:
-            key, value, key_valid = masks.causal_keys(
-                key, value, key_valid, query.shape[1]
-            )
         gate = None if self._gate_dense is None else self._gate_dense(query)
         query = self._query_dense(query)
         key = self._key_dense(key)
@@ -438,44 +405,81 @@ class PerformerAttention(RandomFeatures, keras.layers.Layer):
             start = 0 if cache_update_index is None else cache_update_index
             query = self._rotary_embedding(query, start_index=start)
             key = self._rotary_embedding(key, start_index=start)
-        # One way into the causal form, with the cache as its initial state
-        # or none.
-        inputs = (query, key, value, self.projection_matrix)
-        features = dict(feature_map=self.feature_map, key_mask=key_valid)
-        if is_causal:
-            out, state = causal.causal_favor_attention(
-                *inputs,
-                **features,
-                chunk_size=self.chunk_size,
-                initial_state=cache,
+        lengths = (ops.shape(query)[1], ops.shape(key)[1])
+
+        def masked():  # The quadratic form, under the whole mask.
+            return favor.masked_favor_attention(
+                query,
+                key,
+                value,
+                self.projection_matrix,
+                masks.dense_mask(
+                    attention_mask, query_valid, key_valid, is_causal, lengths
+                ),
+                feature_map=self.feature_map,
             )
+
+        # A mask that is not a padding pattern takes the quadratic form; the
+        # choice is made on the device when the mask is not on the host.
+        if return_attention_scores or quadratic is True:
+            out = masked()
+        elif quadratic is None:
+            out, state = self._linear_attention(
+                query, key, value, key_valid, is_causal, cache
+            )
+            cache = None if cache is None else state
         else:
-            out = favor.favor_attention(*inputs, **features)
-        if query_valid is not None:
-            out = ops.where(query_valid[:, :, None, None], out, 0.0)
-        if unsupported_mask is not None:
-            out = ops.where(unsupported_mask, float("nan"), out)
-        out = self._dropout_layer(out, training=training)
-        if gate is not None:
-            out = out * ops.cast(gate, out.dtype)
-        out = self._output_dense(out)
+            out = ops.cond(
+                quadratic,
+                masked,
+                lambda: self._linear_attention(
+                    query, key, value, key_valid, is_causal, None
+                )[0],
+            )
+        out = self._output(out, query_valid, gate, training)
         if cache is not None:
-            return out, state
+            return out, cache
         if return_attention_scores:
             scores = favor.favor_attention_scores(
                 query,
                 key,
                 self.projection_matrix,
                 feature_map=self.feature_map,
-                is_causal=is_causal,
-                key_mask=key_valid,
+                mask=masks.dense_mask(
+                    attention_mask, query_valid, key_valid, is_causal, lengths
+                ),
             )
-            if query_valid is not None:
-                scores = ops.where(query_valid[:, None, :, None], scores, 0.0)
-            if scores.shape[-1] != source_length:  # Causal, T != S.
-                scores = masks.fit_columns(scores, source_length)
             return out, scores
         return out
+
+    def _output(self, out, query_valid, gate, training):
+        """The heads' outputs `(batch, T, heads, value_dim)`, zero at padded
+        queries, through dropout, the gate and the output projection."""
+        if query_valid is not None:
+            out = ops.where(query_valid[:, :, None, None], out, 0.0)
+        out = self._dropout_layer(out, training=training)
+        if gate is not None:
+            out = out * ops.cast(gate, out.dtype)
+        return self._output_dense(out)
+
+    def _linear_attention(self, query, key, value, key_valid, is_causal, cache):
+        """The linear forms of projected inputs, `(output, state)`: the
+        causal one, from `cache` or from no state, or the bidirectional one
+        (its state is `None`)."""
+        inputs = (query, key, value, self.projection_matrix)
+        features = dict(feature_map=self.feature_map, key_mask=key_valid)
+        if not is_causal:
+            return favor.favor_attention(*inputs, **features), None
+        if cache is None and key.shape[1] != query.shape[1]:
+            inputs = masks.causal_keys(key, value, key_valid, query.shape[1])
+            features["key_mask"] = inputs[2]
+            inputs = (query, inputs[0], inputs[1], self.projection_matrix)
+        return causal.causal_favor_attention(
+            *inputs,
+            **features,
+            chunk_size=self.chunk_size,
+            initial_state=cache,
+        )
 
     def _output_dims(self, query_shape):
         """The output's trailing axes: `output_shape`, or the query's."""

@@ -8,6 +8,8 @@ from keras_performer.layers.performer_attention import PerformerAttention
 from keras_performer.layers.performer_attention import clone_initializer
 from keras_performer.ops.checks import check_positive_int
 from keras_performer.ops.checks import check_rate
+from keras_performer.ops.masks import check_attention_mask
+from keras_performer.ops.masks import check_sequence_mask
 
 # Seeds a block takes from its `seed`: one per attention layer (a decoder
 # has two, self- and cross-attention), so that a stack of blocks seeded
@@ -78,6 +80,30 @@ class PerformerBlock(keras.layers.Layer):
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.normalize_first = normalize_first
         options_lib.set_performer_options(self, options)
+
+    def _check_inputs(self, name, sequence, padding_mask, attention_masks):
+        """Raises `ValueError` unless `sequence` is a float tensor `(batch,
+        length, hidden_dim)`, its padding mask `(name, mask)` `(batch,
+        length)`, and each of `attention_masks`, `(name, mask, source)`
+        with `source` the sequence of the keys, `(batch, length, source
+        length)` or `(batch, 1 or heads, length, source length)`."""
+        shape = tuple(sequence.shape)
+        if len(shape) != 3:
+            raise ValueError(
+                f"`{name}` must have rank 3 (batch, length, hidden_dim). "
+                f"Received: {name}.shape={shape}"
+            )
+        dtype = keras.backend.standardize_dtype(sequence.dtype)
+        if "float" not in dtype:
+            raise ValueError(
+                f"`{name}` must be a float tensor (token ids go through an "
+                f"embedding first). Received: {name}.dtype={dtype}"
+            )
+        check_sequence_mask(*padding_mask, sequence)
+        for mask_name, mask, source in attention_masks:
+            check_attention_mask(
+                mask_name, mask, shape[0], shape[1], source.shape[1]
+            )
 
     def _head_dim(self, hidden_dim):
         if hidden_dim is None or hidden_dim % self.num_heads:

@@ -19,8 +19,11 @@ class PerformerDecoder(PerformerBlock):
     attention: same arguments, same weights in the same order. Cross
     attention is built when the first call passes an `encoder_sequence`.
 
-    Decoding is incremental with a cache of constant size: the causal
-    FAVOR+ state `(S, z)` of the self-attention, whatever the position.
+    Decoding is incremental with caches of constant size: the causal
+    FAVOR+ state `(S, z)` of the self-attention, whatever the position, and
+    the sums of the encoder's keys and values for the cross-attention,
+    whatever the encoder's length (keras-hub's `cross_attention_cache`
+    protocol).
 
     Args:
         {block_arguments}
@@ -46,13 +49,23 @@ class PerformerDecoder(PerformerBlock):
             of the first token of this call. Tokens at positions the cache
             already holds are not absorbed again (see `PerformerAttention`).
             Defaults to `None`.
+        cross_attention_cache: the cross-attention cache, as in
+            `keras_hub.layers.TransformerDecoder`, from
+            `get_initial_cross_attention_cache()` or an earlier call: the
+            sums of the encoder's keys and values per head, whose size does
+            not depend on the encoder's length. With a
+            `self_attention_cache` only. Defaults to `None`.
+        cross_attention_cache_update_index: `0` to fill the
+            `cross_attention_cache` from `encoder_sequence`, `None` to
+            reuse it (each later step). Defaults to `None`.
         use_causal_mask: bool. Whether position `i` sees only positions
             `<= i` in self-attention. Defaults to `True`.
         training: bool. Whether dropout is active.
 
     Returns:
-        Tensor of the shape of `decoder_sequence`, or `(output, cache)` with
-        a `self_attention_cache`.
+        Tensor of the shape of `decoder_sequence`; `(output,
+        self_attention_cache)` with a `self_attention_cache`; `(output,
+        self_attention_cache, cross_attention_cache)` with both caches.
 
     Example:
 
@@ -116,6 +129,23 @@ class PerformerDecoder(PerformerBlock):
             )
         return self._self_attention_layer.get_initial_cache(batch_size)
 
+    def get_initial_cross_attention_cache(self, batch_size):
+        """Returns an empty cross-attention cache: the sums of the encoder's
+        keys and values per head, constant size whatever the encoder's
+        length (see `PerformerAttention.key_value_cache`). A call with
+        `cross_attention_cache_update_index=0` fills it."""
+        if self._cross_attention_layer is None:
+            raise ValueError(
+                "This decoder has no cross-attention: it is built with it by "
+                "a first call with an `encoder_sequence`. Received: a "
+                + (
+                    "decoder built without one"
+                    if self.built
+                    else "unbuilt layer"
+                )
+            )
+        return self._cross_attention_layer.get_initial_cache(batch_size)
+
     def compute_output_shape(
         self, decoder_sequence_shape, encoder_sequence_shape=None, **kwargs
     ):
@@ -131,6 +161,8 @@ class PerformerDecoder(PerformerBlock):
         encoder_attention_mask=None,
         self_attention_cache=None,
         self_attention_cache_update_index=None,
+        cross_attention_cache=None,
+        cross_attention_cache_update_index=None,
         use_causal_mask=True,
         training=None,
         mask=None,
@@ -145,6 +177,12 @@ class PerformerDecoder(PerformerBlock):
                 + " `encoder_sequence`. Received: encoder_sequence="
                 + ("None" if encoder_sequence is None else "a tensor")
             )
+        if cross_attention_cache is not None:
+            self._check_cross_attention_cache(
+                self_attention_cache,
+                cross_attention_cache_update_index,
+                encoder_attention_mask,
+            )
         if self_attention_cache is not None and not use_causal_mask:
             raise ValueError(
                 "Decoding with a cache is causal. Received: "
@@ -152,6 +190,36 @@ class PerformerDecoder(PerformerBlock):
             )
         if decoder_padding_mask is None:
             decoder_padding_mask = mask
+        self._check_inputs(
+            "decoder_sequence",
+            decoder_sequence,
+            ("decoder_padding_mask", decoder_padding_mask),
+            [
+                (
+                    "decoder_attention_mask",
+                    decoder_attention_mask,
+                    decoder_sequence,
+                )
+            ]
+            + (
+                [
+                    (
+                        "encoder_attention_mask",
+                        encoder_attention_mask,
+                        encoder_sequence,
+                    )
+                ]
+                if has_cross_attention
+                else []
+            ),
+        )
+        if has_cross_attention:
+            self._check_inputs(
+                "encoder_sequence",
+                encoder_sequence,
+                ("encoder_padding_mask", encoder_padding_mask),
+                [],
+            )
         decoder_sequence = ops.cast(decoder_sequence, self.compute_dtype)
         x = self._self_attention(
             decoder_sequence,
@@ -167,18 +235,63 @@ class PerformerDecoder(PerformerBlock):
             x, cache = x
         if has_cross_attention:
             encoder_sequence = ops.cast(encoder_sequence, self.compute_dtype)
-            x = self._residual(
-                x,
-                lambda x: self._cross_attention_layer(
+            attention = self._cross_attention_layer
+            if cross_attention_cache_update_index is not None:
+                cross_attention_cache = attention.key_value_cache(
+                    encoder_sequence, value_mask=encoder_padding_mask
+                )
+
+            def cross_attention(x):
+                if cross_attention_cache is not None:
+                    return attention.attend_to_cache(
+                        x, cross_attention_cache, training=training
+                    )
+                return attention(
                     x,
                     encoder_sequence,
                     value_mask=encoder_padding_mask,
                     attention_mask=encoder_attention_mask,
                     training=training,
-                ),
+                )
+
+            x = self._residual(
+                x,
+                cross_attention,
                 self._cross_attention_layer_norm,
                 self._cross_attention_dropout,
                 training,
             )
         x = self._feedforward(x, training)
-        return x if cache is None else (x, cache)
+        if cache is None:
+            return x
+        if cross_attention_cache is not None:
+            return x, cache, cross_attention_cache
+        return x, cache
+
+    def _check_cross_attention_cache(
+        self, self_attention_cache, update_index, encoder_attention_mask
+    ):
+        if self._cross_attention_layer is None or self_attention_cache is None:
+            raise ValueError(
+                "A `cross_attention_cache` goes with cross-attention and a "
+                "`self_attention_cache` (keras-hub's decoding protocol). "
+                "Received: a cross_attention_cache "
+                + (
+                    "for a decoder without cross-attention"
+                    if self._cross_attention_layer is None
+                    else "and self_attention_cache=None"
+                )
+            )
+        if isinstance(update_index, int) and update_index != 0:
+            raise ValueError(
+                "`cross_attention_cache_update_index` is `0` (fill the cache "
+                "from `encoder_sequence`) or `None` (reuse it): the cache sums "
+                "the whole encoder sequence. Received: "
+                f"cross_attention_cache_update_index={update_index}"
+            )
+        if encoder_attention_mask is not None:
+            raise ValueError(
+                "With a `cross_attention_cache`, `encoder_attention_mask` is "
+                "not supported (the cache keeps no attention matrix); use "
+                "`encoder_padding_mask`. Received: an encoder_attention_mask"
+            )

@@ -78,6 +78,12 @@ class PerformerEncoder(PerformerBlock):
         mask=None,
     ):
         padding_mask = mask if padding_mask is None else padding_mask
+        self._check_inputs(
+            "inputs",
+            inputs,
+            ("padding_mask", padding_mask),
+            [("attention_mask", attention_mask, inputs)],
+        )
         x = self._self_attention(
             inputs,
             training,

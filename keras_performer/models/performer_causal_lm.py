@@ -2,12 +2,16 @@
 
 import keras
 import keras_hub
+import numpy as np
 from keras import ops
 
 from keras_performer.layers import performer_options as options_lib
 from keras_performer.layers.performer_block import SEEDS_PER_BLOCK
 from keras_performer.layers.performer_decoder import PerformerDecoder
 from keras_performer.ops.checks import check_positive_int
+from keras_performer.ops.checks import check_same_batch
+from keras_performer.ops.checks import host_value
+from keras_performer.ops.masks import check_sequence_mask
 
 SAMPLERS = ("greedy", "random", "top_k")
 
@@ -137,6 +141,11 @@ class PerformerCausalLM(keras.Model):
         object.__setattr__(self, "_generate_functions", {})
 
     def build(self, token_ids_shape):
+        if len(token_ids_shape) != 2:
+            raise ValueError(
+                "`token_ids` must have shape (batch, length). Received: "
+                f"token_ids_shape={tuple(token_ids_shape)}"
+            )
         hidden_shape = tuple(token_ids_shape) + (self.hidden_dim,)
         self.embedding.build(token_ids_shape)
         for block in self.blocks:
@@ -144,10 +153,47 @@ class PerformerCausalLM(keras.Model):
         self.final_layer_norm.build(hidden_shape)
 
     def call(self, token_ids, padding_mask=None, training=None):
+        self._check_token_ids(token_ids, padding_mask)
         x = self.embedding(token_ids)
         for block in self.blocks:
             x = block(x, decoder_padding_mask=padding_mask, training=training)
         return self._logits(self.final_layer_norm(x))
+
+    def _check_token_ids(self, token_ids, padding_mask, start=0):
+        """Raises `ValueError` unless `token_ids` have the shape `(batch,
+        length)` at positions below `max_sequence_length` and, where they
+        are in host memory, are integers in the vocabulary. (Inside a
+        compiled function they are not read: out-of-range ids are the
+        backend's to handle; Keras traces a model for export with float
+        inputs, which the embedding casts.)"""
+        shape = tuple(token_ids.shape)
+        if len(shape) != 2:
+            raise ValueError(
+                "`token_ids` must have shape (batch, length). Received: "
+                f"token_ids.shape={shape}"
+            )
+        if isinstance(start, int) and isinstance(shape[1], int):
+            if start + shape[1] > self.max_sequence_length:
+                raise ValueError(
+                    "Token positions must be below max_sequence_length="
+                    f"{self.max_sequence_length} (learned positions). "
+                    f"Received: token_ids.shape={shape} at position {start}"
+                )
+        check_sequence_mask("padding_mask", padding_mask, token_ids)
+        ids = host_value(token_ids)
+        if ids is None:
+            return
+        if not np.issubdtype(ids.dtype, np.integer):
+            raise ValueError(
+                "`token_ids` must be integers. Received: token_ids.dtype="
+                f"{keras.backend.standardize_dtype(token_ids.dtype)}"
+            )
+        if ids.size and (ids.min() < 0 or ids.max() >= self.vocabulary_size):
+            raise ValueError(
+                "`token_ids` must be in [0, vocabulary_size="
+                f"{self.vocabulary_size}). Received: token ids from "
+                f"{ids.min()} to {ids.max()}"
+            )
 
     def _logits(self, hidden_states):
         return self.embedding.token_embedding(hidden_states, reverse=True)
@@ -194,6 +240,8 @@ class PerformerCausalLM(keras.Model):
                 f"{self.num_layers}, num_heads, num_features, head_dim + 3). "
                 f"Received: cache.shape={tuple(cache.shape)}"
             )
+        check_same_batch("cache", cache, "token_ids", token_ids)
+        self._check_token_ids(token_ids, padding_mask, cache_update_index)
         x = self.embedding(token_ids, start_index=cache_update_index)
         states = []
         for i, block in enumerate(self.blocks):

@@ -10,16 +10,16 @@ Shapes, here and in every comment below: `B` batch, `H` heads, `L` length
 `D` value size (`D + 1` with the column of ones that carries `z` beside
 `S`).
 
-The sequence is cut into chunks of `C` tokens, in four steps:
-stabilizers (`_stabilizers`), inside each chunk the masked quadratic form
-(`_in_chunk`), between chunks the sums `(S, z)` of all earlier chunks
-(`_between_chunks`), and the state after the last token (`_state`). That
-is exact and never forms an `[L, F, D]` tensor. One pass takes at most 64
-chunks, so that its `(N + 1)^2` carry stays small; longer sequences run in
-segments of 32 chunks, the state carried from each to the next
-(`_segments`): time linear in `L`, training memory of one segment's
-intermediates plus the inputs. Decoding feeds the state from call to call:
-constant memory and time per token.
+The sequence is cut into chunks of `C` tokens, in four steps: stabilizers
+(`_stabilizers`), inside each chunk the masked quadratic form (`_in_chunk`),
+between chunks the sums `(S, z)` of all earlier chunks (`_between_chunks`),
+and the state after the last token (`state_from_sums`). That is exact and
+never forms an `[L, F, D]` tensor. One pass takes at most 64 chunks, so that
+its `(N + 1)^2` carry stays small; longer sequences run in segments of 32
+chunks, the state carried from each to the next (`_segments`): time linear
+in `L`, training memory of one segment's intermediates plus the inputs.
+Decoding feeds the state from call to call: constant memory and time per
+token.
 
 Stabilizer, exact and causal: `R_i`, the running max of the keys'
 log-features over positions `<= i` (and the incoming state). Key `j` is
@@ -342,7 +342,7 @@ def _causal_form(
     out = chunks.join(normalize(numerator, denominator))
     out = heads_first(out[:, :, :length])
     new_keys = ops.sum(ops.cast(key_mask, "float32"), axis=-1)  # [B, 1]
-    final_state = _state(
+    final_state = state_from_sums(
         final_sums,
         initial_state[..., value_dim + 1 : value_dim + 2]
         + new_keys[:, :, None, None],
@@ -434,7 +434,7 @@ def _between_chunks(
     )
 
 
-def _state(sums, num_keys, log_scale):
+def state_from_sums(sums, num_keys, log_scale):
     """The state `[B, H, F, D + 3]` from its sums `[B, H, F, D + 1]`, the
     number of keys `[B, H or 1, 1, 1]` and the log-scale `[B, H]`."""
     num_keys = ops.zeros_like(sums[..., :1]) + num_keys

@@ -43,6 +43,49 @@ def compatible_shapes(shape, expected):
     )
 
 
+def host_value(x):
+    """`x` as a NumPy array when it is in host memory and concrete (not
+    symbolic, not inside a compiled function), else `None`: what may be read
+    with no wait for an accelerator."""
+    try:
+        if "cpu" not in str(getattr(x, "device", "cpu")).lower():
+            return None
+        return ops.convert_to_numpy(x)
+    except (
+        AttributeError,
+        NotImplementedError,
+        RuntimeError,
+        TypeError,
+        ValueError,
+    ):
+        return None  # Symbolic or traced: known when run.
+
+
+def check_mask_shape(name, mask, expected):
+    """Raises `ValueError` unless `mask` (if any) has one of the shapes
+    `expected` (tuples, `None` where any size goes)."""
+    if mask is None:
+        return
+    shape = tuple(mask.shape)
+    if not any(compatible_shapes(shape, e) for e in expected):
+        shapes = " or ".join(str(e) for e in expected)
+        raise ValueError(
+            f"`{name}` must have shape {shapes}. Received: {name}.shape={shape}"
+        )
+
+
+def check_same_batch(name, x, other_name, other):
+    """Raises `ValueError` when `x` and `other` have known batch sizes
+    that differ (a state per sequence, a mask per sequence)."""
+    sizes = (x.shape[0], other.shape[0])
+    if None not in sizes and sizes[0] != sizes[1]:
+        raise ValueError(
+            f"`{name}` must have the batch size of `{other_name}`. "
+            f"Received: {name}.shape={tuple(x.shape)}, "
+            f"{other_name}.shape={tuple(other.shape)}"
+        )
+
+
 def check_attention_inputs(
     query, key, value, key_mask, is_causal, projection_matrix=None
 ):

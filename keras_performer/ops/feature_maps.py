@@ -32,8 +32,17 @@ RELU_EPSILON = 1e-3
 
 
 def _project(x, projection_matrix):
-    # A matmul, not an einsum: its gradient needs no transposed copies.
-    return ops.matmul(x, ops.transpose(projection_matrix))
+    # One 2-D matmul over all rows, not an einsum: its gradient needs no
+    # transposed copies. Reshaped here rather than by Keras's TensorFlow
+    # matmul (a tensordot, whose gradient XLA fails to build inside a
+    # conditional: the masked attention's choice of form).
+    leading = ops.shape(x)[:-1]
+    if sum(size is None for size in leading) > 1:  # Symbolic: shapes only.
+        return ops.matmul(x, ops.transpose(projection_matrix))
+    leading = [-1 if size is None else size for size in leading]
+    rows = ops.reshape(x, (-1, x.shape[-1]))
+    projected = ops.matmul(rows, ops.transpose(projection_matrix))
+    return ops.reshape(projected, (*leading, projection_matrix.shape[0]))
 
 
 def _scaled(x, projection_matrix):

@@ -9,7 +9,8 @@ zero. Masks are `(batch, length)` booleans, `True` where a token is valid.
 
 from keras import ops
 
-from keras_performer.ops.checks import compatible_shapes
+from keras_performer.ops.checks import check_mask_shape
+from keras_performer.ops.checks import host_value
 
 
 def lower_triangle(rows, columns=None):
@@ -41,7 +42,8 @@ def both(a, b):
 def combined_masks(query_mask, key_masks, attention_mask, is_causal, sizes):
     """The padding masks of an attention call, `(query_valid, key_valid,
     unsupported)`: `query_mask` and the logical and of `key_masks` (any may
-    be `None`), each with the padding pattern of `attention_mask` (see
+    be `None`), each with the padding pattern of `attention_mask`, and
+    whether that is not a padding pattern (`None` where there is none; see
     `padding_masks`; `sizes` is `(batch, T, S)`)."""
     query_valid = as_bool(query_mask)
     key_valid = None
@@ -62,22 +64,24 @@ def combined_masks(query_mask, key_masks, attention_mask, is_causal, sizes):
 def check_sequence_mask(name, mask, sequence):
     """Raises `ValueError` unless `mask` (if any) has the shape `(batch,
     length)` of `sequence`."""
-    if mask is None or sequence is None:
-        return
-    expected = tuple(sequence.shape[:2])
-    shape = tuple(mask.shape)
-    if not compatible_shapes(shape, expected):
-        raise ValueError(
-            f"`{name}` must have shape {expected}. Received: "
-            f"{name}.shape={shape}"
-        )
+    if sequence is not None:
+        check_mask_shape(name, mask, [tuple(sequence.shape[:2])])
+
+
+def check_attention_mask(name, mask, batch_size, target_length, source_length):
+    """Raises `ValueError` unless `mask` (if any) has the shape `(batch, T,
+    S)` or `(batch, 1 or heads, T, S)` (`None` where any size goes)."""
+    sizes = (target_length, source_length)
+    check_mask_shape(
+        name, mask, [(batch_size, *sizes), (batch_size, None, *sizes)]
+    )
 
 
 def causal_keys(key, value, key_valid, query_length):
-    """Keys, values and key mask `[B, S, ...]` cut or padded to the query
-    length: with a causal mask, query `i` sees keys `j <= i` of the `(T, S)`
-    matrix, as in `MultiHeadAttention`, so keys past `T` are never seen,
-    and padded keys are masked."""
+    """Keys, values `[B, S, ...]` and key mask `(B, S)` cut or padded to
+    the query length: with a causal mask, query `i` sees keys `j <= i` of
+    the `(T, S)` matrix, as in `MultiHeadAttention`, so keys past `T` are
+    never seen, and padded keys are masked."""
     if key.shape[1] is None or query_length is None:
         raise ValueError(
             "With `use_causal_mask`, query and key lengths that differ must "
@@ -85,27 +89,63 @@ def causal_keys(key, value, key_valid, query_length):
             f"{query_length}"
         )
     if key_valid is None:
-        key_valid = ops.ones_like(key[:, :, 0], dtype="bool")
+        key_valid = ops.ones(ops.shape(key)[:2], dtype="bool")
     if key.shape[1] > query_length:
         return (
             key[:, :query_length],
             value[:, :query_length],
             key_valid[:, :query_length],
         )
-    extra = query_length - key.shape[1]
+    extra = [(0, 0), (0, query_length - key.shape[1])]
+
+    def pad(x):
+        return ops.pad(x, extra + [(0, 0)] * (len(x.shape) - 2))
+
     return (
-        ops.pad(key, [(0, 0), (0, extra), (0, 0)]),
-        ops.pad(value, [(0, 0), (0, extra), (0, 0)]),
-        ops.pad(key_valid, [(0, 0), (0, extra)], constant_values=False),
+        pad(key),
+        pad(value),
+        ops.pad(key_valid, extra, constant_values=False),
     )
 
 
-def fit_columns(scores, columns):
-    """Scores `(..., T, T)` cut or padded with zeros to `columns` keys."""
-    if scores.shape[-1] > columns:
-        return scores[..., :columns]
-    extra = columns - scores.shape[-1]
-    return ops.pad(scores, [(0, 0), (0, 0), (0, 0), (0, extra)])
+def band(target_length, source_length, width):
+    """Boolean `(T, S)`: True where `|i - j| < width`, the band of
+    `MultiHeadAttention(sliding_window=width)`."""
+    distance = ops.arange(target_length)[:, None] - ops.arange(source_length)
+    return ops.abs(distance) < width
+
+
+def with_band(attention_mask, width, query, key):
+    """`attention_mask` (or none) and the band of `width` around the
+    diagonal, `(batch, T, S)` or `(batch, heads, T, S)`."""
+    sizes = ops.shape(query)[:2] + ops.shape(key)[1:2]
+    mask = ops.logical_and(
+        band(sizes[1], sizes[2], width)[None],
+        ops.ones((sizes[0], 1, 1), dtype="bool"),
+    )
+    if attention_mask is None:
+        return mask
+    attention_mask = ops.cast(attention_mask, "bool")
+    if len(attention_mask.shape) == 4:
+        mask = mask[:, None]
+    return ops.logical_and(attention_mask, mask)
+
+
+def dense_mask(attention_mask, query_valid, key_valid, is_causal, lengths):
+    """The whole mask of an attention call, `(batch or 1, heads or 1, T,
+    S)`: `attention_mask` (or none), the query and key masks, the causal
+    triangle; `lengths` is `(T, S)`."""
+    mask = visible_keys(*lengths, is_causal)
+    if attention_mask is not None:
+        attention_mask = ops.cast(attention_mask, "bool")
+        if len(attention_mask.shape) == 3:
+            attention_mask = attention_mask[:, None]
+        mask = ops.logical_and(mask, attention_mask)
+    if query_valid is not None:
+        mask = ops.logical_and(mask, query_valid[:, None, :, None])
+    if key_valid is not None:
+        mask = ops.logical_and(mask, key_valid[:, None, None, :])
+    return mask
 
 
 def padding_masks(
@@ -122,46 +162,26 @@ def padding_masks(
 
     Returns:
         `(query_valid, key_valid, unsupported)`: `(batch, T)` and `(batch,
-        S)` masks, and a scalar, True when the mask is not the padding
-        pattern the two make, or `None` when it is known to be one. A mask
-        in host memory that is not raises `ValueError` at once; one on an
-        accelerator is not read back to the host (a sync on every call):
-        its `unsupported` is returned, for the caller to act on the device.
+        S)` masks, and whether the mask is not the padding pattern the two
+        make: `True` or `None` (it is one) for a mask in host memory, which
+        is read at once; a boolean scalar tensor for one on an accelerator
+        or inside a compiled function, which is not read back to the host
+        (a sync on every call), for the caller to decide on the device.
     """
-    shape = tuple(attention_mask.shape)
-    expected = (batch_size, target_length, source_length)
-    if not (
-        compatible_shapes(shape, expected)
-        or len(shape) == 4
-        and compatible_shapes(
-            shape, (batch_size, shape[1], target_length, source_length)
-        )
-    ):
-        raise ValueError(
-            "`attention_mask` must have shape (batch, target_length, "
-            f"source_length) = {expected}, or (batch, 1 or "
-            "num_heads, target_length, source_length). Received: "
-            f"attention_mask.shape={shape}"
-        )
+    check_attention_mask(
+        "attention_mask",
+        attention_mask,
+        batch_size,
+        target_length,
+        source_length,
+    )
     query_valid, key_valid, unsupported = _padding_pattern(
         attention_mask, is_causal
     )
-    if "cpu" not in str(getattr(attention_mask, "device", "")).lower():
-        return query_valid, key_valid, unsupported  # Not read back.
-    try:
-        known = bool(ops.convert_to_numpy(unsupported))
-    except (NotImplementedError, TypeError):  # Symbolic: known when run.
+    known = host_value(unsupported)  # Where the mask is.
+    if known is None:  # Not read back: decided on the device.
         return query_valid, key_valid, unsupported
-    if known:
-        raise ValueError(
-            "`attention_mask` is not a padding pattern (an outer product of "
-            "a query mask and a key mask, lower triangular when causal, the "
-            "same for all heads): "
-            "linear attention cannot apply it exactly. Use `query_mask` and "
-            "`key_mask`, or `keras.layers.MultiHeadAttention`. Received: "
-            f"attention_mask with shape {shape}"
-        )
-    return query_valid, key_valid, None
+    return query_valid, key_valid, True if known else None
 
 
 def _padding_pattern(mask, is_causal):

@@ -8,6 +8,7 @@ import keras
 import keras_hub
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import keras_performer
 from keras_performer import PerformerEncoder
@@ -35,11 +36,11 @@ def wordpiece():
     )
 
 
-def classifier():
+def classifier(mask_zero=True):
     model = keras.Sequential(
         [
             keras.Input((LENGTH,), dtype="int32"),
-            keras.layers.Embedding(50, 16, mask_zero=True),
+            keras.layers.Embedding(50, 16, mask_zero=mask_zero),
             PerformerEncoder(32, 2, num_random_features=32, seed=0),
             keras.layers.GlobalAveragePooling1D(),
             keras.layers.Dense(3),
@@ -53,7 +54,9 @@ def keras_probabilities(model, tokenizer, texts):
     rows = [list(np.asarray(tokenizer([text]))[0])[:LENGTH] for text in texts]
     ids = np.array([row + [0] * (LENGTH - len(row)) for row in rows])
     probabilities = np.array(keras.ops.softmax(model(ids)))
-    probabilities[~ids.any(axis=1)] = 1 / 3
+    # Where the model's answer is undefined (0 / 0), the export's is uniform.
+    undefined = ~ids.any(axis=1) & ~np.isfinite(probabilities).all(axis=1)
+    probabilities[undefined] = 1 / 3
     return probabilities
 
 
@@ -94,6 +97,36 @@ def test_string_input_classifier(tmp_path, make_tokenizer):
     assert "signature_def['serving_default']" in shown
     assert "dtype: DT_STRING" in shown and "shape: (-1)" in shown
     assert "outputs['probabilities']" in shown
+
+
+def test_a_text_with_no_token_gets_the_keras_answer_where_it_is_finite(
+    tmp_path,
+):
+    tokenizer = text_vectorization()
+    for mask_zero in (True, False):
+        model = classifier(mask_zero=mask_zero)
+        path = os.path.join(tmp_path, f"classifier_{mask_zero}")
+        keras_performer.export.export_text_classifier(
+            model, tokenizer, path, sequence_length=LENGTH, from_logits=True
+        )
+        served = tf.saved_model.load(path).signatures["serving_default"]
+        out = served(text=tf.constant(["", "a wonderful film"]))
+        keras_answer = np.asarray(
+            keras.ops.softmax(model(np.zeros((1, LENGTH), "int32")))
+        )[0]
+        if mask_zero:  # A mean over no token: 0 / 0.
+            assert not np.isfinite(keras_answer).all()
+            expected = np.full(3, 1 / 3, "float32")
+        else:
+            assert np.isfinite(keras_answer).all()
+            assert not np.allclose(keras_answer, 1 / 3)
+            expected = keras_answer
+        np.testing.assert_allclose(out["probabilities"][0], expected, atol=1e-6)
+        np.testing.assert_allclose(
+            out["probabilities"][1:],
+            keras_probabilities(model, tokenizer, ["a wonderful film"]),
+            atol=1e-5,
+        )
 
 
 def test_rest_request_body_fits_the_signature(tmp_path):

@@ -129,6 +129,100 @@ def test_matches_transformer_decoder_with_cross_attention(normalize_first):
     assert errors[1] < 0.05 and errors[1] < errors[0]
 
 
+@pytest.mark.parametrize("encoder_padding", [False, True])
+def test_cross_attention_cache_decodes_as_the_full_pass(encoder_padding):
+    """keras-hub's protocol: update index 0 fills the cross-attention cache
+    from the encoder sequence, `None` reuses it; with both caches the
+    decoder returns three tensors."""
+    x, memory = inputs(length=12), inputs(1, length=24)
+    memory_mask = np.ones((2, 24), bool)
+    if encoder_padding:
+        memory_mask[0, 15:] = False
+    layer = decoder()
+    full = np.asarray(layer(x, memory, encoder_padding_mask=memory_mask))
+    self_cache = layer.get_initial_cache(2)
+    cross_cache = layer.get_initial_cross_attention_cache(2)
+    outputs = []
+    for i in range(12):
+        out, self_cache, new_cross_cache = layer(
+            x[:, i : i + 1],
+            memory,
+            encoder_padding_mask=memory_mask,
+            self_attention_cache=self_cache,
+            self_attention_cache_update_index=i,
+            cross_attention_cache=cross_cache,
+            cross_attention_cache_update_index=0 if i == 0 else None,
+        )
+        assert tuple(new_cross_cache.shape) == tuple(cross_cache.shape)
+        if i > 0:  # Reused as it is.
+            np.testing.assert_array_equal(new_cross_cache, cross_cache)
+        cross_cache = new_cross_cache
+        outputs.append(np.asarray(out))
+    np.testing.assert_allclose(
+        np.concatenate(outputs, axis=1), full, atol=1e-5, rtol=1e-5
+    )
+
+
+def test_cross_attention_cache_does_not_grow_with_the_encoder():
+    x = inputs(length=3)
+    layer = decoder()
+    layer(x, inputs(1, length=24))
+    shapes = set()
+    for length in (5, 60):
+        _, _, cache = layer(
+            x[:, :1],
+            inputs(1, length=length),
+            self_attention_cache=layer.get_initial_cache(2),
+            self_attention_cache_update_index=0,
+            cross_attention_cache=layer.get_initial_cross_attention_cache(2),
+            cross_attention_cache_update_index=0,
+        )
+        shapes.add(tuple(cache.shape))
+    assert shapes == {(2, 2, 256, 8 + 3)}
+
+
+def test_bad_cross_attention_caches():
+    x, memory = inputs(length=4), inputs(1, length=6)
+    layer = decoder()
+    layer(x, memory)
+    caches = dict(
+        self_attention_cache=layer.get_initial_cache(2),
+        self_attention_cache_update_index=0,
+        cross_attention_cache=layer.get_initial_cross_attention_cache(2),
+    )
+    with pytest.raises(ValueError, match="self_attention_cache=None"):
+        layer(
+            x[:, :1],
+            memory,
+            cross_attention_cache=caches["cross_attention_cache"],
+            cross_attention_cache_update_index=0,
+        )
+    with pytest.raises(
+        ValueError, match="cross_attention_cache_update_index=3"
+    ):
+        layer(x[:, :1], memory, **caches, cross_attention_cache_update_index=3)
+    with pytest.raises(ValueError, match="encoder_attention_mask"):
+        layer(
+            x[:, :1],
+            memory,
+            encoder_attention_mask=np.ones((2, 1, 6), bool),
+            **caches,
+            cross_attention_cache_update_index=0,
+        )
+    other = decoder(num_random_features=32)
+    other(x, memory)
+    with pytest.raises(ValueError, match="cache"):
+        layer(
+            x[:, :1],
+            memory,
+            **{**caches, "cross_attention_cache": other.get_initial_cache(2)},
+        )
+    without = decoder()
+    without(x)
+    with pytest.raises(ValueError, match="no cross-attention"):
+        without.get_initial_cross_attention_cache(2)
+
+
 def test_cross_attention_must_stay_as_built():
     x, memory = inputs(), inputs(1, length=24)
     layer = decoder()

@@ -185,3 +185,51 @@ def test_bad_arguments():
     other = language_model(num_random_features=32)
     with pytest.raises(ValueError, match="cache"):
         lm.call_with_cache(ids, other.get_initial_cache(2), 0)
+
+
+BAD_INPUTS = {
+    "rank": (lambda lm: lm(np.ones((2, 4, 1), "int32")), "token_ids.shape"),
+    "dtype": (lambda lm: lm(np.ones((2, 4), "float32")), "dtype=float32"),
+    "out_of_vocabulary": (
+        lambda lm: lm(np.full((2, 4), 16, "int32")),
+        "from 16 to 16",
+    ),
+    "negative": (lambda lm: lm(np.full((2, 4), -1, "int32")), "from -1"),
+    "too_long": (
+        lambda lm: lm(np.ones((2, 65), "int32")),
+        "max_sequence_length=64",
+    ),
+    "padding_mask": (
+        lambda lm: lm(np.ones((2, 4), "int32"), np.ones((2, 3), bool)),
+        r"padding_mask.shape=\(2, 3\)",
+    ),
+    "cache_batch": (
+        lambda lm: lm.call_with_cache(
+            np.ones((2, 1), "int32"), lm.get_initial_cache(3), 0
+        ),
+        r"cache.shape=\(3,",
+    ),
+    "cache_layers": (
+        lambda lm: lm.call_with_cache(
+            np.ones((2, 1), "int32"), lm.get_initial_cache(2)[:, :1], 0
+        ),
+        "num_layers=2",
+    ),
+    "cached_position": (
+        lambda lm: lm.call_with_cache(
+            np.ones((2, 2), "int32"), lm.get_initial_cache(2), 63
+        ),
+        "at position 63",
+    ),
+    "prompt_too_long": (
+        lambda lm: lm.generate(np.ones((2, 12), "int32"), max_length=10),
+        "max_length=10",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_inputs_are_named(case):
+    call, match = BAD_INPUTS[case]
+    with pytest.raises(ValueError, match=match):
+        call(language_model())

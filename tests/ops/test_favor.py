@@ -2,10 +2,14 @@ import numpy as np
 import pytest
 
 from keras_performer.ops import FEATURE_MAPS
+from keras_performer.ops import attend_to_state
+from keras_performer.ops import causal_favor_attention
 from keras_performer.ops import exact_attention
 from keras_performer.ops import favor_attention
 from keras_performer.ops import favor_attention_scores
 from keras_performer.ops import feature_maps
+from keras_performer.ops import key_value_state
+from keras_performer.ops import masked_favor_attention
 from keras_performer.ops import sample_projection_matrix
 from tests.ops import reference
 
@@ -271,6 +275,95 @@ def test_scores_times_values_is_the_output(feature_map, is_causal):
     assert np.all(scores[1, :, :, -5:] == 0)
     if is_causal:
         assert np.all(np.triu(scores[0, 0], k=1) == 0)
+
+
+@pytest.mark.parametrize("per_head", [False, True])
+@pytest.mark.parametrize("feature_map", FEATURE_MAPS)
+def test_masked_form_equals_the_quadratic_form(feature_map, per_head):
+    q, k, v = random_inputs(7, length=20)
+    k, v = k[:, :13], v[:, :13]  # Any target and source lengths.
+    w = sample_projection_matrix(32, 16, seed=0)
+    rng = np.random.default_rng(0)
+    mask = rng.random((2, 2 if per_head else 1, 20, 13)) < 0.5
+    mask[0, :, 4] = False  # A query that sees no key.
+    out = np.asarray(
+        masked_favor_attention(
+            q, k, v, w, mask if per_head else mask[:, 0], feature_map
+        )
+    )
+    expected = reference.favor(q, k, v, w, feature_map, mask=mask)
+    tolerance = 1e-3 if feature_map == "trig" else 1e-5
+    np.testing.assert_allclose(out, expected, atol=tolerance, rtol=1e-4)
+    np.testing.assert_array_equal(out[0, 4], 0.0)
+
+
+@pytest.mark.parametrize("is_causal", [False, True])
+@pytest.mark.parametrize("feature_map", FEATURE_MAPS)
+def test_masked_form_of_a_padding_pattern_is_the_linear_form(
+    feature_map, is_causal
+):
+    q, k, v = random_inputs(8, length=24)
+    w = sample_projection_matrix(32, 16, seed=0)
+    key_mask = np.ones((2, 24), bool)
+    key_mask[1, -5:] = False
+    linear = favor_attention(
+        q, k, v, w, feature_map, is_causal=is_causal, key_mask=key_mask
+    )
+    pattern = np.broadcast_to(key_mask[:, None, :], (2, 24, 24))
+    if is_causal:
+        pattern = pattern & np.tril(np.ones((24, 24), bool))
+    masked = masked_favor_attention(q, k, v, w, pattern, feature_map)
+    tolerance = 1e-3 if feature_map == "trig" else 2e-5
+    np.testing.assert_allclose(masked, linear, atol=tolerance, rtol=1e-4)
+
+
+@pytest.mark.parametrize("feature_map", FEATURE_MAPS)
+def test_a_key_no_query_sees_changes_nothing(feature_map):
+    # Each row is stabilized by the keys it sees: a hidden key of large norm
+    # flushes no visible one.
+    q, k, v = random_inputs(9, length=16)
+    w = sample_projection_matrix(32, 16, seed=0)
+    mask = np.tril(np.ones((16, 16), bool))[None].repeat(2, 0)
+    out = np.asarray(masked_favor_attention(q, k, v, w, mask, feature_map))
+    far = k.copy()
+    far[:, -1] *= 30.0
+    changed = masked_favor_attention(q, far, v, w, mask, feature_map)
+    np.testing.assert_allclose(
+        np.asarray(changed)[:, :-1], out[:, :-1], atol=1e-5, rtol=1e-4
+    )
+
+
+@pytest.mark.parametrize("feature_map", FEATURE_MAPS)
+def test_attention_to_a_key_value_state_is_bidirectional_attention(
+    feature_map,
+):
+    q, k, v = random_inputs(10, length=24)
+    w = sample_projection_matrix(32, 16, seed=0)
+    key_mask = np.ones((2, 24), bool)
+    key_mask[0, 17:] = False
+    state = key_value_state(k, v, w, feature_map, key_mask=key_mask)
+    assert tuple(state.shape) == (
+        2,
+        2,
+        feature_maps.num_features(feature_map, 32),
+        16 + 3,
+    )
+    expected = favor_attention(q, k, v, w, feature_map, key_mask=key_mask)
+    out = attend_to_state(q[:, :5], state, w, feature_map)
+    np.testing.assert_allclose(out, np.asarray(expected)[:, :5], atol=1e-5)
+    # The layout of the causal state after the same keys: the same keys
+    # counted, the same attention.
+    _, causal_state = causal_favor_attention(
+        k, k, v, w, feature_map, key_mask=key_mask, chunk_size=8
+    )
+    np.testing.assert_array_equal(
+        np.asarray(state)[..., -2], np.asarray(causal_state)[..., -2]
+    )
+    np.testing.assert_allclose(
+        attend_to_state(q[:, :5], causal_state, w, feature_map),
+        out,
+        atol=1e-5,
+    )
 
 
 @pytest.mark.parametrize(
