@@ -123,7 +123,7 @@ def test_compiled_calls_decide_on_the_device(name):
     np.testing.assert_allclose(out, expected, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["prefix_lm", "per_head", "sliding_window"])
+@pytest.mark.parametrize("name", MASKS)
 def test_error_against_multi_head_attention_falls_with_features(name):
     mask, causal, window = MASKS[name]
     x = inputs(scale=0.5)
