@@ -135,7 +135,8 @@ def redrawable_layers(model):
     """The `PerformerAttention` layers of a model, nested ones included,
     whose features may be redrawn; raises `ValueError` when there is
     none."""
-    # Keras has no public recursive listing of sublayers: its own one.
+    # Keras has no public recursive listing of sublayers: this private
+    # method is the one Keras itself uses.
     found = [
         layer
         for layer in model._flatten_layers(include_self=True, recursive=True)

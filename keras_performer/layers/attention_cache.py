@@ -25,7 +25,7 @@ class AttentionCache:
             self.feature_map, self.num_random_features
         )
 
-    def _check_cache(
+    def _check_decoding(
         self,
         cache,
         query,
@@ -33,6 +33,7 @@ class AttentionCache:
         return_attention_scores,
         attention_mask,
     ):
+        """Checks a call that decodes with a `cache`."""
         if (
             return_attention_scores
             or attention_mask is not None
@@ -46,6 +47,17 @@ class AttentionCache:
                 f"attention_mask={attention_mask}, "
                 f"sliding_window={self.sliding_window}"
             )
+        self._check_cache(cache, query)
+        if self._rotary_embedding is not None and cache_update_index is None:
+            raise ValueError(
+                "With a rotary embedding, decoding with a `cache` needs "
+                "`cache_update_index`, the position of the first token. "
+                "Received: cache_update_index=None"
+            )
+
+    def _check_cache(self, cache, query):
+        """Checks that `cache` is a state of this layer for `query`'s
+        batch."""
         expected = (self.num_heads, self._num_features(), self.value_dim + 3)
         if len(cache.shape) != 4 or tuple(cache.shape[1:]) != expected:
             raise ValueError(
@@ -56,11 +68,20 @@ class AttentionCache:
                 f"Received: cache.shape={tuple(cache.shape)}"
             )
         check_same_batch("cache", cache, "query", query)
-        if self._rotary_embedding is not None and cache_update_index is None:
+
+    def _check_key_value_cache_layer(self):
+        if not self.built:
             raise ValueError(
-                "With a rotary embedding, decoding with a `cache` needs "
-                "`cache_update_index`, the position of the first token. "
-                "Received: cache_update_index=None"
+                "The layer must be built (called once) before it makes or "
+                f"reads a key/value cache. Received: layer {self.name}, not "
+                "built"
+            )
+        if self._rotary_embedding is not None or self.sliding_window:
+            raise ValueError(
+                "A key/value cache holds no positions: it is for attention "
+                "without a rotary embedding or a sliding window. Received: "
+                f"rotary_max_wavelength={self.rotary_max_wavelength}, "
+                f"sliding_window={self.sliding_window}"
             )
 
     def key_value_cache(self, value, key=None, value_mask=None, key_mask=None):
@@ -84,14 +105,9 @@ class AttentionCache:
                     f"`{name}` must have rank 3 (batch, length, dim). "
                     f"Received: {name}.shape={tuple(x.shape)}"
                 )
+        self._check_key_value_cache_layer()
         masks.check_sequence_mask("value_mask", value_mask, value)
         masks.check_sequence_mask("key_mask", key_mask, key)
-        if self._rotary_embedding is not None:
-            raise ValueError(
-                "A key/value cache holds no positions: it is for attention "
-                "without a rotary embedding. Received: "
-                f"rotary_max_wavelength={self.rotary_max_wavelength}"
-            )
         return favor.key_value_state(
             self._key_dense(key),
             self._value_dense(value),
@@ -124,7 +140,8 @@ class AttentionCache:
                 f"query.shape={tuple(query.shape)}"
             )
         masks.check_sequence_mask("query_mask", query_mask, query)
-        self._check_cache(cache, query, None, False, None)
+        self._check_key_value_cache_layer()
+        self._check_cache(cache, query)
         gate = None if self._gate_dense is None else self._gate_dense(query)
         out = favor.attend_to_state(
             self._query_dense(query),

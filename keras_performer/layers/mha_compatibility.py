@@ -8,6 +8,7 @@ The two layers have the same trainable weights in the same order;
 
 import re
 
+import keras
 from keras import ops
 
 from keras_performer.ops.checks import check_positive_int
@@ -67,6 +68,28 @@ def check_arguments(
             f"Received: attention_axes={attention_axes}"
         )
     return output_shape
+
+
+def serialized_weight_arguments(layer):
+    """The config entries of a layer's initializers, regularizers and
+    constraints, under `MultiHeadAttention`'s names (its activity
+    regularizer is private, as there)."""
+    modules = {
+        "kernel_initializer": keras.initializers,
+        "bias_initializer": keras.initializers,
+        "kernel_regularizer": keras.regularizers,
+        "bias_regularizer": keras.regularizers,
+        "activity_regularizer": keras.regularizers,
+        "kernel_constraint": keras.constraints,
+        "bias_constraint": keras.constraints,
+    }
+    private = {"activity_regularizer"}
+    return {
+        name: module.serialize(
+            getattr(layer, f"_{name}" if name in private else name)
+        )
+        for name, module in modules.items()
+    }
 
 
 def exact_attention_weights(layer):

@@ -1,5 +1,6 @@
 """PerformerAttention: a drop-in for `keras.layers.MultiHeadAttention`."""
 
+import functools
 import re
 
 import keras
@@ -372,7 +373,7 @@ class PerformerAttention(RandomFeatures, AttentionCache, keras.layers.Layer):
         is_causal = use_causal_mask or cache is not None
         key_masks = [value_mask, key_mask]
         if cache is not None:
-            self._check_cache(
+            self._check_decoding(
                 cache,
                 query,
                 cache_update_index,
@@ -386,6 +387,10 @@ class PerformerAttention(RandomFeatures, AttentionCache, keras.layers.Layer):
                         cache, cache_update_index, ops.shape(key)[1]
                     )
                 )
+        # A band narrower than the sequences is no padding pattern.
+        band = self.sliding_window is not None and not masks.band_is_full(
+            self.sliding_window, query.shape[1], key.shape[1]
+        )
         if self.sliding_window is not None:
             attention_mask = masks.with_band(
                 attention_mask, self.sliding_window, query, key
@@ -393,10 +398,11 @@ class PerformerAttention(RandomFeatures, AttentionCache, keras.layers.Layer):
         query_valid, key_valid, quadratic = masks.combined_masks(
             query_mask,
             key_masks,
-            attention_mask,
+            None if band else attention_mask,
             is_causal,
             (query.shape[0], query.shape[1], key.shape[1]),
         )
+        quadratic = True if band else quadratic
         gate = None if self._gate_dense is None else self._gate_dense(query)
         query = self._query_dense(query)
         key = self._key_dense(key)
@@ -405,7 +411,29 @@ class PerformerAttention(RandomFeatures, AttentionCache, keras.layers.Layer):
             start = 0 if cache_update_index is None else cache_update_index
             query = self._rotary_embedding(query, start_index=start)
             key = self._rotary_embedding(key, start_index=start)
-        lengths = (ops.shape(query)[1], ops.shape(key)[1])
+        whole_mask = functools.partial(
+            masks.dense_mask,
+            attention_mask,
+            query_valid,
+            key_valid,
+            is_causal,
+            (ops.shape(query)[1], ops.shape(key)[1]),
+        )
+        if return_attention_scores:  # Quadratic: short inputs only.
+            scores = favor.favor_attention_scores(
+                query,
+                key,
+                self.projection_matrix,
+                feature_map=self.feature_map,
+                mask=whole_mask(),
+            )
+            out = ops.einsum(
+                "bhts,bshd->bthd",
+                ops.cast(scores, "float32"),
+                ops.cast(value, "float32"),
+            )
+            out = self._output(out, query_valid, gate, training)
+            return out, scores
 
         def masked():  # The quadratic form, under the whole mask.
             return favor.masked_favor_attention(
@@ -413,15 +441,13 @@ class PerformerAttention(RandomFeatures, AttentionCache, keras.layers.Layer):
                 key,
                 value,
                 self.projection_matrix,
-                masks.dense_mask(
-                    attention_mask, query_valid, key_valid, is_causal, lengths
-                ),
+                whole_mask(),
                 feature_map=self.feature_map,
             )
 
         # A mask that is not a padding pattern takes the quadratic form; the
         # choice is made on the device when the mask is not on the host.
-        if return_attention_scores or quadratic is True:
+        if quadratic is True:
             out = masked()
         elif quadratic is None:
             out, state = self._linear_attention(
@@ -437,20 +463,7 @@ class PerformerAttention(RandomFeatures, AttentionCache, keras.layers.Layer):
                 )[0],
             )
         out = self._output(out, query_valid, gate, training)
-        if cache is not None:
-            return out, cache
-        if return_attention_scores:
-            scores = favor.favor_attention_scores(
-                query,
-                key,
-                self.projection_matrix,
-                feature_map=self.feature_map,
-                mask=masks.dense_mask(
-                    attention_mask, query_valid, key_valid, is_causal, lengths
-                ),
-            )
-            return out, scores
-        return out
+        return out if cache is None else (out, cache)
 
     def _output(self, out, query_valid, gate, training):
         """The heads' outputs `(batch, T, heads, value_dim)`, zero at padded
@@ -542,9 +555,7 @@ class PerformerAttention(RandomFeatures, AttentionCache, keras.layers.Layer):
                 "attention_axes": self.attention_axes,
                 "sliding_window": self.sliding_window,
                 "flash_attention": self.flash_attention,
-                **_serialized(self, keras.initializers, _INITIALIZERS),
-                **_serialized(self, keras.regularizers, _REGULARIZERS),
-                **_serialized(self, keras.constraints, _CONSTRAINTS),
+                **mha_compatibility.serialized_weight_arguments(self),
                 "use_gate": self.use_gate,
                 **options_lib.performer_options(self),
             }
@@ -562,29 +573,6 @@ class PerformerAttention(RandomFeatures, AttentionCache, keras.layers.Layer):
             if len(policy):
                 config["dtype"] = keras.dtype_policies.serialize(policy)
         return config
-
-
-_INITIALIZERS = ("kernel_initializer", "bias_initializer")
-_REGULARIZERS = (
-    "kernel_regularizer",
-    "bias_regularizer",
-    "activity_regularizer",
-)
-_CONSTRAINTS = ("kernel_constraint", "bias_constraint")
-
-
-def _serialized(layer, module, names):
-    """The config entries of a layer's initializers, regularizers or
-    constraints (`module`); the activity regularizer is private, as in
-    `MultiHeadAttention`."""
-    return {
-        name: module.serialize(
-            getattr(
-                layer, "_" + name if name == "activity_regularizer" else name
-            )
-        )
-        for name in names
-    }
 
 
 def clone_initializer(initializer):

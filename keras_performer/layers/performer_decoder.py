@@ -236,7 +236,10 @@ class PerformerDecoder(PerformerBlock):
         if has_cross_attention:
             encoder_sequence = ops.cast(encoder_sequence, self.compute_dtype)
             attention = self._cross_attention_layer
-            if cross_attention_cache_update_index is not None:
+            if (
+                cross_attention_cache is not None
+                and cross_attention_cache_update_index is not None
+            ):
                 cross_attention_cache = attention.key_value_cache(
                     encoder_sequence, value_mask=encoder_padding_mask
                 )

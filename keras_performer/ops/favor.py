@@ -1,11 +1,14 @@
-"""FAVOR attention: softmax attention through random features, linear in
-the sequence length (Choromanski et al. 2021, Sec. 2)."""
+"""FAVOR attention: softmax attention through random features
+(Choromanski et al. 2021, Sec. 2), linear in the sequence length, the
+key/value state of a sequence, and the quadratic form for masks that are
+not padding patterns."""
 
 from keras import ops
 
 from keras_performer.ops import causal
 from keras_performer.ops import feature_maps
 from keras_performer.ops.checks import check_attention_inputs
+from keras_performer.ops.masks import check_attention_mask
 from keras_performer.ops.masks import visible_keys
 from keras_performer.ops.numerics import floored_max
 from keras_performer.ops.numerics import heads_first
@@ -132,11 +135,11 @@ def key_value_state(
     values_keys, log_scale = _values_keys(
         key, value, projection_matrix, feature_map, key_mask
     )
-    if key_mask is None:
-        num_keys = ops.zeros_like(key[:, :1, :1, :1]) + key.shape[1]
+    if key_mask is None:  # Counted, for lengths unknown until run.
+        num_keys = ops.sum(ops.ones_like(key[:, :, :1, :1]), axis=1)
     else:
         num_keys = ops.sum(ops.cast(key_mask, "float32"), axis=1)
-        num_keys = num_keys[:, None, None, None]
+    num_keys = ops.reshape(num_keys, (-1, 1, 1, 1))
     if log_scale is None:  # Features with no exponential factor.
         log_scale = ops.zeros_like(values_keys[:, :, :1, :1])
     return causal.state_from_sums(
@@ -299,6 +302,9 @@ def masked_favor_attention(
         query, key, value, None, False, projection_matrix
     )
     mask = ops.cast(ops.convert_to_tensor(mask), "bool")
+    check_attention_mask(
+        "mask", mask, query.shape[0], query.shape[1], key.shape[1]
+    )
     if len(mask.shape) == 3:
         mask = mask[:, None]
     scores = _masked_scores(query, key, projection_matrix, feature_map, mask)

@@ -1,10 +1,12 @@
-"""Masks: which keys each query sees, and the padding patterns that
-linear attention applies exactly.
+"""Masks: which keys each query sees, the padding patterns that linear
+attention applies, and the whole masks of the quadratic form.
 
 A padding pattern, an outer product of a query mask and a key mask (lower
 triangular when causal, the same for all heads), is applied by the linear
 forms: padded keys' features are zeroed and outputs at padded queries are
-zero. Masks are `(batch, length)` booleans, `True` where a token is valid.
+zero. Any other mask (a band, a block diagonal, per-head masks) goes whole
+to the quadratic form (`favor.masked_favor_attention`). Sequence masks are
+`(batch, length)` booleans, `True` where a token is valid.
 """
 
 from keras import ops
@@ -115,6 +117,13 @@ def band(target_length, source_length, width):
     return ops.abs(distance) < width
 
 
+def band_is_full(width, target_length, source_length):
+    """Whether the band of `width` holds every key of every query: only
+    when both lengths are known and neither exceeds `width`."""
+    lengths = (target_length, source_length)
+    return all(isinstance(n, int) for n in lengths) and width >= max(lengths)
+
+
 def with_band(attention_mask, width, query, key):
     """`attention_mask` (or none) and the band of `width` around the
     diagonal, `(batch, T, S)` or `(batch, heads, T, S)`."""
@@ -189,13 +198,14 @@ def _padding_pattern(mask, is_causal):
     S)` mask and a scalar, True when the mask is not their padding
     pattern."""
     mask = ops.cast(mask, "bool")
+    visible = visible_keys(ops.shape(mask)[-2], ops.shape(mask)[-1], is_causal)
     per_head = None
-    if len(mask.shape) == 4:  # One pattern for all heads, or unsupported.
+    if len(mask.shape) == 4:  # One pattern for all heads, or per head.
+        mask = ops.logical_and(mask, visible)
         per_head = ops.any(
             ops.not_equal(ops.any(mask, axis=1), ops.all(mask, axis=1))
         )
         mask = ops.any(mask, axis=1)
-    visible = visible_keys(ops.shape(mask)[1], ops.shape(mask)[2], is_causal)
     mask = ops.logical_and(mask, visible[0])
     query_valid = ops.any(mask, axis=2)
     key_valid = ops.any(mask, axis=1)

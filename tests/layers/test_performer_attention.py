@@ -322,6 +322,23 @@ def test_dropout_only_in_training():
     assert not np.allclose(layer(x, training=True), layer(x))
 
 
+def test_key_value_cache_equals_attention_to_the_source():
+    query, source = inputs(length=5), inputs(1, length=20)
+    layer = PerformerAttention(num_heads=2, key_dim=8, seed=0)
+    with pytest.raises(ValueError, match="must be built"):
+        layer.key_value_cache(source)
+    expected = np.asarray(layer(query, source))
+    cache = layer.key_value_cache(source)
+    assert tuple(cache.shape) == tuple(layer.get_initial_cache(2).shape)
+    np.testing.assert_allclose(
+        layer.attend_to_cache(query, cache), expected, atol=1e-5, rtol=1e-5
+    )
+    rotary = PerformerAttention(2, 8, rotary_max_wavelength=100)
+    rotary(query)
+    with pytest.raises(ValueError, match="no positions"):
+        rotary.attend_to_cache(query, cache)
+
+
 def test_cache_rejects_scores_and_attention_mask():
     layer = PerformerAttention(num_heads=2, key_dim=8, seed=0)
     x = inputs(length=1)

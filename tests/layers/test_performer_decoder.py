@@ -163,6 +163,37 @@ def test_cross_attention_cache_decodes_as_the_full_pass(encoder_padding):
     )
 
 
+@pytest.mark.tensorflow
+def test_cross_attention_cache_of_an_encoder_of_unknown_length():
+    import tensorflow as tf
+
+    x, memory = inputs(length=3), inputs(1, length=9)
+    layer = decoder()
+    layer(x, memory)
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec((2, 1, 16)),
+            tf.TensorSpec((2, None, 16)),
+        ]
+    )
+    def first_step(token, memory):
+        return layer(
+            token,
+            memory,
+            self_attention_cache=layer.get_initial_cache(2),
+            self_attention_cache_update_index=0,
+            cross_attention_cache=layer.get_initial_cross_attention_cache(2),
+            cross_attention_cache_update_index=0,
+        )
+
+    out, _, cache = first_step(x[:, :1], memory)
+    np.testing.assert_allclose(
+        out, np.asarray(layer(x, memory))[:, :1], atol=1e-5, rtol=1e-5
+    )
+    assert np.all(np.asarray(cache)[..., -2] == 9)  # Keys counted.
+
+
 def test_cross_attention_cache_does_not_grow_with_the_encoder():
     x = inputs(length=3)
     layer = decoder()
