@@ -479,17 +479,27 @@ class PerformerAttention(RandomFeatures, AttentionCache, keras.layers.Layer):
         """The linear forms of projected inputs, `(output, state)`: the
         causal one, from `cache` or from no state, or the bidirectional one
         (its state is `None`)."""
-        inputs = (query, key, value, self.projection_matrix)
-        features = dict(feature_map=self.feature_map, key_mask=key_valid)
         if not is_causal:
-            return favor.favor_attention(*inputs, **features), None
+            out = favor.favor_attention(
+                query,
+                key,
+                value,
+                self.projection_matrix,
+                feature_map=self.feature_map,
+                key_mask=key_valid,
+            )
+            return out, None
         if cache is None and key.shape[1] != query.shape[1]:
-            inputs = masks.causal_keys(key, value, key_valid, query.shape[1])
-            features["key_mask"] = inputs[2]
-            inputs = (query, inputs[0], inputs[1], self.projection_matrix)
+            key, value, key_valid = masks.causal_keys(
+                key, value, key_valid, query.shape[1]
+            )
         return causal.causal_favor_attention(
-            *inputs,
-            **features,
+            query,
+            key,
+            value,
+            self.projection_matrix,
+            feature_map=self.feature_map,
+            key_mask=key_valid,
             chunk_size=self.chunk_size,
             initial_state=cache,
         )
