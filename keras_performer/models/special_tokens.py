@@ -6,7 +6,6 @@ import os
 import keras
 import numpy as np
 
-
 DOCS = """\
 start_token_id: int. Id put before each text. Defaults to `None`: the
     tokenizer's `start_token_id`. A tokenizer with none of its own
