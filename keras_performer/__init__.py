@@ -8,10 +8,15 @@ from keras_performer.callbacks import FeatureRedraw
 from keras_performer.layers import PerformerAttention
 from keras_performer.layers import PerformerDecoder
 from keras_performer.layers import PerformerEncoder
+from keras_performer.models import PerformerBackbone
 from keras_performer.models import PerformerCausalLM
+from keras_performer.models import PerformerCausalLMPreprocessor
+from keras_performer.models import PerformerTextClassifier
+from keras_performer.models import PerformerTextClassifierPreprocessor
+from keras_performer.models import PerformerTokenizer
 from keras_performer.utils import transfer_weights
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def __getattr__(name):
@@ -26,9 +31,14 @@ def __getattr__(name):
 __all__ = [
     "FeatureRedraw",
     "PerformerAttention",
+    "PerformerBackbone",
     "PerformerCausalLM",
+    "PerformerCausalLMPreprocessor",
     "PerformerDecoder",
     "PerformerEncoder",
+    "PerformerTextClassifier",
+    "PerformerTextClassifierPreprocessor",
+    "PerformerTokenizer",
     "callbacks",
     "layers",
     "models",

@@ -21,7 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def models():
     """A causal language model and a bidirectional encoder stack; their
     projections come from their seeds, their other weights from a file."""
-    lm = keras_performer.PerformerCausalLM(
+    backbone = keras_performer.PerformerBackbone(
         vocabulary_size=20,
         num_layers=2,
         num_heads=2,
@@ -33,7 +33,8 @@ def models():
         chunk_size=8,
         seed=3,
     )
-    lm.build((None, 48))
+    lm = keras_performer.PerformerCausalLM(backbone)
+    lm.compile(sampler="greedy")
     encoder = keras.Sequential(
         [
             keras.Input((40, 16)),
@@ -57,10 +58,18 @@ def outputs(directory):
     lm.load_weights(os.path.join(directory, "lm.weights.h5"))
     encoder.load_weights(os.path.join(directory, "encoder.weights.h5"))
     ids, x = inputs()
-    prompt = ids[:, :4].astype("int32")
+    ids = ids.astype("int32")
+    prompt = np.pad(ids[:, :4], [(0, 0), (0, 20)])
+    prompt_mask = np.arange(24)[None, :].repeat(2, 0) < 4
+    mask = np.ones(ids.shape, bool)
     return {
-        "logits": keras.ops.convert_to_numpy(lm(ids)),
-        "generated": lm.generate(prompt, 24),
+        "logits": keras.ops.convert_to_numpy(
+            lm({"token_ids": ids, "padding_mask": mask})
+        ),
+        "generated": lm.generate(
+            {"token_ids": prompt, "padding_mask": prompt_mask},
+            stop_token_ids=None,
+        )["token_ids"],
         "encoded": keras.ops.convert_to_numpy(encoder(x.astype("float32"))),
         "projection": keras.ops.convert_to_numpy(
             encoder.layers[1].projection_matrix

@@ -2,12 +2,15 @@
 
 import keras
 import keras_hub
+import numpy as np
 
 from keras_performer.layers import performer_options as options_lib
 from keras_performer.layers.performer_block import SEEDS_PER_BLOCK
 from keras_performer.layers.performer_decoder import PerformerDecoder
 from keras_performer.layers.performer_encoder import PerformerEncoder
 from keras_performer.ops.checks import check_positive_int
+from keras_performer.ops.checks import host_value
+from keras_performer.ops.masks import check_sequence_mask
 from keras_performer.ops.projection import concrete_seed
 
 
@@ -100,6 +103,13 @@ class PerformerBackbone(keras_hub.models.Backbone):
         if not isinstance(causal, bool):
             raise ValueError(f"`causal` must be a bool. Received: {causal=}")
         options = options_lib.pop_performer_options(kwargs)
+        unknown = sorted(set(kwargs) - {"name", "trainable"})
+        if unknown:
+            raise ValueError(
+                "Unrecognized arguments (neither the backbone's, the "
+                f"Performer options nor a model's): {unknown}. Received: "
+                + ", ".join(f"{key}={kwargs[key]!r}" for key in unknown)
+            )
         seed = concrete_seed(options["seed"])
         options["seed"] = seed
         initializer = keras.initializers.RandomNormal(stddev=0.02, seed=seed)
@@ -171,6 +181,62 @@ class PerformerBackbone(keras_hub.models.Backbone):
         self.activation = activation
         self.layer_norm_epsilon = layer_norm_epsilon
         options_lib.set_performer_options(self, options)
+
+    def call(self, inputs, training=None, mask=None):
+        if not isinstance(inputs, dict) or set(inputs) != {
+            "token_ids",
+            "padding_mask",
+        }:
+            raise ValueError(
+                'The backbone takes a dict of "token_ids" and "padding_mask". '
+                "Received: "
+                + (
+                    f"keys {sorted(inputs)}"
+                    if isinstance(inputs, dict)
+                    else f"inputs of type {type(inputs).__name__}"
+                )
+            )
+        self.check_token_ids(inputs["token_ids"], inputs["padding_mask"])
+        return super().call(inputs, training=training, mask=mask)
+
+    def check_token_ids(self, token_ids, padding_mask=None, start=0):
+        """Raises `ValueError` unless `token_ids` have the shape `(batch,
+        length)` (with learned positions, at positions below
+        `max_sequence_length` from `start`) and, where they are in host
+        memory, are integers in the vocabulary. (Inside a compiled function
+        they are not read: out-of-range ids are the backend's to handle.)"""
+        shape = tuple(token_ids.shape)
+        if len(shape) != 2:
+            raise ValueError(
+                "`token_ids` must have shape (batch, length). Received: "
+                f"token_ids.shape={shape}"
+            )
+        if (
+            self.learned_positions
+            and isinstance(start, int)
+            and isinstance(shape[1], int)
+            and start + shape[1] > self.max_sequence_length
+        ):
+            raise ValueError(
+                "Token positions must be below max_sequence_length="
+                f"{self.max_sequence_length} (learned positions). Received: "
+                f"token_ids.shape={shape} at position {start}"
+            )
+        check_sequence_mask("padding_mask", padding_mask, token_ids)
+        ids = host_value(token_ids)
+        if ids is None:
+            return
+        if not np.issubdtype(ids.dtype, np.integer):
+            raise ValueError(
+                "`token_ids` must be integers. Received: token_ids.dtype="
+                f"{keras.backend.standardize_dtype(token_ids.dtype)}"
+            )
+        if ids.size and (ids.min() < 0 or ids.max() >= self.vocabulary_size):
+            raise ValueError(
+                "`token_ids` must be in [0, vocabulary_size="
+                f"{self.vocabulary_size}). Received: token ids from "
+                f"{ids.min()} to {ids.max()}"
+            )
 
     @property
     def learned_positions(self):

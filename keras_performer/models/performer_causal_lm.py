@@ -120,6 +120,7 @@ class PerformerCausalLM(keras_hub.models.CausalLM):
                 f"+ 3). Received: cache.shape={tuple(cache.shape)}"
             )
         check_same_batch("cache", cache, "token_ids", token_ids)
+        backbone.check_token_ids(token_ids, padding_mask, cache_update_index)
         x = backbone.embed(token_ids, start_index=cache_update_index)
         states = []
         for i, layer in enumerate(backbone.transformer_layers):

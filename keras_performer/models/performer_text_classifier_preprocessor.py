@@ -41,7 +41,7 @@ class PerformerTextClassifierPreprocessor(
     ...         keras_hub.tokenizers.ByteTokenizer(), sequence_length=6,
     ...     )
     ... )
-    >>> x, y, _ = preprocessor(["hi"], [1])
+    >>> x, y = preprocessor(["hi"], [1])
     >>> x["token_ids"].tolist(), x["padding_mask"].tolist()
     ([[104, 105, 0, 0, 0, 0]], [[True, True, False, False, False, False]])
     """

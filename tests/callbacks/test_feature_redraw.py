@@ -196,8 +196,8 @@ def test_a_layer_without_seed_keeps_the_one_it_picks():
     )
     encoder = PerformerEncoder(16, 2)
     assert encoder.get_config()["seed"] == encoder.seed
-    lm = keras_performer.PerformerCausalLM(8, 1, 2, 8, 16, 8)
-    assert lm.get_config()["seed"] == lm.seed
+    backbone = keras_performer.PerformerBackbone(8, 1, 2, 8, 16, 8)
+    assert backbone.get_config()["seed"] == backbone.seed
 
 
 def test_bad_input():
@@ -345,9 +345,10 @@ def test_xla_compiled_training_with_redraws():
     initial_weights, runs = None, []
     for jit_compile in (True, False):
         lm = keras_performer.PerformerCausalLM(
-            16, 1, 2, 16, 32, 32, num_random_features=8, seed=0
+            keras_performer.PerformerBackbone(
+                16, 1, 2, 16, 32, 32, num_random_features=8, seed=0
+            )
         )
-        lm.build((None, 32))
         initial_weights = initial_weights or lm.get_weights()
         lm.set_weights(initial_weights)
         lm.compile(
@@ -357,7 +358,10 @@ def test_xla_compiled_training_with_redraws():
         )
         recorder = DrawRecorder()
         history = lm.fit(
-            tokens[:, :-1],
+            {
+                "token_ids": tokens[:, :-1],
+                "padding_mask": np.ones((16, 32), "int32"),
+            },
             tokens[:, 1:],
             batch_size=4,
             epochs=2,

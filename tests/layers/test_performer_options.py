@@ -10,7 +10,7 @@ CLASSES = {
     keras_performer.PerformerAttention: dict(num_heads=2, key_dim=4),
     keras_performer.PerformerEncoder: dict(intermediate_dim=8, num_heads=2),
     keras_performer.PerformerDecoder: dict(intermediate_dim=8, num_heads=2),
-    keras_performer.PerformerCausalLM: dict(
+    keras_performer.PerformerBackbone: dict(
         vocabulary_size=8,
         num_layers=1,
         num_heads=2,
