@@ -44,7 +44,7 @@ class PerformerCausalLMPreprocessor(
     ...     start_token_id=256, end_token_id=257,
     ... )
     >>> x, y, sample_weight = preprocessor(["hi"])
-    >>> x["token_ids"].tolist()
+    >>> np.asarray(x["token_ids"]).tolist()
     [[256, 104, 105, 257, 0, 0, 0, 0]]
     """
 
@@ -72,13 +72,13 @@ class PerformerCausalLMPreprocessor(
         self._set_special_tokens(start_token_id, end_token_id, pad_token_id)
 
     def build(self, input_shape):
+        # Without a token to add, the packer gets none (keras-hub's
+        # generation preprocessing would add a start token regardless).
+        start = self._special_token_id("start_token_id", self.add_start_token)
+        end = self._special_token_id("end_token_id", self.add_end_token)
         self.packer = keras_hub.layers.StartEndPacker(
-            start_value=self._special_token_id(
-                "start_token_id", self.add_start_token
-            ),
-            end_value=self._special_token_id(
-                "end_token_id", self.add_end_token
-            ),
+            start_value=start if self.add_start_token else None,
+            end_value=end if self.add_end_token else None,
             pad_value=self.pad_token_id,
             sequence_length=self.sequence_length,
             return_padding_mask=True,

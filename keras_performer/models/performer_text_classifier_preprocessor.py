@@ -42,8 +42,10 @@ class PerformerTextClassifierPreprocessor(
     ...     )
     ... )
     >>> x, y = preprocessor(["hi"], [1])
-    >>> x["token_ids"].tolist(), x["padding_mask"].tolist()
-    ([[104, 105, 0, 0, 0, 0]], [[True, True, False, False, False, False]])
+    >>> np.asarray(x["token_ids"]).tolist()
+    [[104, 105, 0, 0, 0, 0]]
+    >>> np.asarray(x["padding_mask"]).tolist()
+    [[True, True, False, False, False, False]]
     """
 
     backbone_cls = PerformerBackbone

@@ -6,11 +6,12 @@ keras_performer.
 
 The job (JSON) names the SavedModel `path`, an `.npz` of `inputs`, and
 `calls`: each `{"signature": name, "inputs": {input name: npz key, or
-"$name" for that output of the call before}}`. The script writes, to the
-`.npz` at `outputs`, each call's outputs as `"<call index>/<output name>"`
-(and, with `"tfsm_layer": true`, the first call again through
-`keras.layers.TFSMLayer` as `"tfsm_layer/<output name>"`), and to
-`ops` (JSON) the graph's op types that TensorFlow alone does not register
+"$name" for that output of the call before}}`, and optionally `"path"`,
+another SavedModel to call. The script writes, to the `.npz` at `outputs`,
+each call's outputs as `"<call index>/<output name>"` (and, with
+`"tfsm_layer": true`, the first call again through
+`keras.layers.TFSMLayer` as `"tfsm_layer/<output name>"`), and to `ops`
+(JSON) the op types of the graphs that TensorFlow alone does not register
 and which of them tensorflow-text registers.
 """
 
@@ -54,11 +55,19 @@ def serve_in_fresh_process(tmp_path, path, inputs, calls, tfsm_layer=False):
         return outputs, json.load(f)
 
 
+# TensorFlow's `saved_model_cli`, with tensorflow-text's ops registered
+# (as in TF Serving's model server).
+SAVED_MODEL_CLI = (
+    "import sys, tensorflow_text; "
+    "from tensorflow.python.tools import saved_model_cli; "
+    "sys.argv[0] = 'saved_model_cli'; saved_model_cli.main()"
+)
+
+
 def saved_model_cli(*args):
     """Runs TensorFlow's `saved_model_cli`; returns its standard output."""
     done = subprocess.run(
-        [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli"]
-        + list(args),
+        [sys.executable, "-c", SAVED_MODEL_CLI] + list(args),
         capture_output=True,
         text=True,
         timeout=600,
@@ -113,8 +122,16 @@ def main(job_path):
     assert "keras_performer" not in sys.modules
     with open(job_path) as f:
         job = json.load(f)
+    paths = {job["path"]} | {
+        call.get("path", job["path"]) for call in job["calls"]
+    }
     not_in_tensorflow = sorted(
-        op for op in graph_ops(job["path"]) if op_def_registry.get(op) is None
+        {
+            op
+            for path in paths
+            for op in graph_ops(path)
+            if op_def_registry.get(op) is None
+        }
     )
     import tensorflow_text  # noqa: F401  Registers its ops.
 
@@ -128,18 +145,22 @@ def main(job_path):
         json.dump(ops, f)
     with np.load(job["inputs"]) as data:
         inputs = dict(data)
-    served = tf.saved_model.load(job["path"])
+    served = {path: tf.saved_model.load(path) for path in paths}
     outputs, previous = {}, {}
     for i, call in enumerate(job["calls"]):
         arguments = {
             name: previous[key[1:]] if key.startswith("$") else inputs[key]
             for name, key in call["inputs"].items()
         }
-        previous = served.signatures[call["signature"]](
+        signatures = served[call.get("path", job["path"])].signatures
+        previous = signatures[call["signature"]](
             **{name: tf.constant(value) for name, value in arguments.items()}
         )
         for name, value in previous.items():
-            outputs[f"{i}/{name}"] = value.numpy()
+            value = value.numpy()
+            if value.dtype == object:  # Strings: bytes, stored unpickled.
+                value = value.astype(bytes)
+            outputs[f"{i}/{name}"] = value
     if job["tfsm_layer"]:
         import keras
 

@@ -1,5 +1,6 @@
-"""`export_text_classifier`: a SavedModel that takes raw strings, with the
-tokenizer inside, served in a fresh process."""
+"""`export_text_classifier`: a keras-hub text classifier as a SavedModel
+that takes raw strings, its preprocessor inside, served in a fresh process
+with the probabilities of `classifier.predict`."""
 
 import json
 import os
@@ -11,143 +12,182 @@ import pytest
 import tensorflow as tf
 
 import keras_performer
-from keras_performer import PerformerEncoder
+from keras_performer.models import PerformerBackbone
+from keras_performer.models import PerformerCausalLM
+from keras_performer.models import PerformerTextClassifier
+from keras_performer.models import PerformerTextClassifierPreprocessor
 from tests.export.fresh_process import saved_model_cli
 from tests.export.fresh_process import saved_model_cli_run
 from tests.export.fresh_process import serve_in_fresh_process
 
-LENGTH = 32
-CORPUS = ["a wonderful film", "a waste of time", "the acting is wonderful"]
-# A known text, an unknown word, no text at all, and a text four times
-# longer than the model's length.
-TEXTS = CORPUS[:2] + ["zebra", "", "a wonderful film " * 40]
-WORDPIECES = ["[PAD]", "[UNK]", "a", "wonder", "##ful", "film", "waste"]
+LENGTH = 16
+# Known words, an unknown word, no text at all, a text four times longer
+# than the sequence, and one of several bytes per character.
+TEXTS = [
+    "a wonderful film",
+    "a waste of time",
+    "zebra",
+    "",
+    "a wonderful film " * 4,
+    "un film merveilleux, très réussi",
+]
+WORDPIECES = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "wonder"]
+WORDPIECES += ["##ful", "film", "waste", "of", "time"]
 
 
-def text_vectorization():
-    tokenizer = keras.layers.TextVectorization(max_tokens=50)
-    tokenizer.adapt(CORPUS)
-    return tokenizer
+def performer_classifier():
+    """Ours, on bytes, returning logits."""
+    backbone = PerformerBackbone(
+        vocabulary_size=258,
+        num_layers=1,
+        num_heads=2,
+        hidden_dim=16,
+        intermediate_dim=32,
+        max_sequence_length=LENGTH,
+        causal=False,
+        num_random_features=16,
+        seed=0,
+    )
+    preprocessor = PerformerTextClassifierPreprocessor(
+        keras_hub.tokenizers.ByteTokenizer(),
+        sequence_length=LENGTH,
+        start_token_id=256,
+        end_token_id=257,
+    )
+    return PerformerTextClassifier(backbone, 3, preprocessor=preprocessor)
 
 
-def wordpiece():
-    return keras_hub.tokenizers.WordPieceTokenizer(
-        vocabulary=WORDPIECES, lowercase=True
+def bert_classifier():
+    """keras-hub's own, on word pieces (tf.text ops), returning
+    probabilities."""
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=len(WORDPIECES),
+        num_layers=1,
+        num_heads=2,
+        hidden_dim=8,
+        intermediate_dim=16,
+        max_sequence_length=LENGTH,
+    )
+    preprocessor = keras_hub.models.BertTextClassifierPreprocessor(
+        keras_hub.models.BertTokenizer(vocabulary=WORDPIECES),
+        sequence_length=LENGTH,
+    )
+    return keras_hub.models.BertTextClassifier(
+        backbone, 3, preprocessor=preprocessor, activation="softmax"
     )
 
 
-def classifier(mask_zero=True):
-    model = keras.Sequential(
-        [
-            keras.Input((LENGTH,), dtype="int32"),
-            keras.layers.Embedding(50, 16, mask_zero=mask_zero),
-            PerformerEncoder(32, 2, num_random_features=32, seed=0),
-            keras.layers.GlobalAveragePooling1D(),
-            keras.layers.Dense(3),
-        ]
-    )
-    return model
+@pytest.fixture(scope="module")
+def performer(tmp_path_factory):
+    classifier = performer_classifier()
+    path = str(tmp_path_factory.mktemp("classifier") / "performer")
+    keras_performer.export.export_text_classifier(classifier, path)
+    return classifier, path
 
 
-def keras_probabilities(model, tokenizer, texts):
-    """What the signature must return, computed without it."""
-    rows = [list(np.asarray(tokenizer([text]))[0])[:LENGTH] for text in texts]
-    ids = np.array([row + [0] * (LENGTH - len(row)) for row in rows])
-    probabilities = np.array(keras.ops.softmax(model(ids)))
-    # Where the model's answer is undefined (0 / 0), the export's is uniform.
-    undefined = ~ids.any(axis=1) & ~np.isfinite(probabilities).all(axis=1)
-    probabilities[undefined] = 1 / 3
-    return probabilities
+def keras_probabilities(classifier, texts):
+    """What the signature must return, computed by Keras."""
+    scores = classifier.predict(texts, verbose=0)
+    if classifier.activation == keras.activations.softmax:
+        return scores
+    return np.asarray(keras.ops.softmax(scores))
 
 
-@pytest.mark.parametrize("make_tokenizer", [text_vectorization, wordpiece])
-def test_string_input_classifier(tmp_path, make_tokenizer):
-    tokenizer, model = make_tokenizer(), classifier()
-    path = os.path.join(tmp_path, "classifier")
-    keras_performer.export.export_text_classifier(
-        model, tokenizer, path, sequence_length=LENGTH, from_logits=True
-    )
-    expected = keras_probabilities(model, tokenizer, TEXTS)
-    assert np.all(np.isfinite(expected))
+@pytest.mark.parametrize("kind", ["performer", "bert"])
+def test_served_probabilities_are_the_keras_ones(tmp_path, performer, kind):
+    if kind == "performer":
+        classifier, path = performer
+    else:
+        classifier = bert_classifier()
+        path = os.path.join(tmp_path, "bert")
+        keras_performer.export.export_text_classifier(classifier, path)
+    expected = keras_probabilities(classifier, TEXTS)
     outputs, ops = serve_in_fresh_process(
         tmp_path,
         path,
-        {"texts": np.array(TEXTS), "none": np.array([], dtype=str)},
+        {
+            "texts": np.array(TEXTS),
+            "empty": np.array([""]),
+            "none": np.array([], dtype=str),
+        },
         calls=[
-            {"signature": "serving_default", "inputs": {"text": "texts"}},
-            {"signature": "serving_default", "inputs": {"text": "none"}},
+            {"signature": "serving_default", "inputs": {"text": key}}
+            for key in ("texts", "empty", "none")
         ],
         tfsm_layer=True,
     )
     probabilities = outputs["0/probabilities"]
+    assert probabilities.dtype == np.float32
     np.testing.assert_allclose(probabilities, expected, atol=1e-5)
-    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-6)
-    np.testing.assert_array_equal(probabilities[3], np.float32(1 / 3))
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(
+        outputs["1/probabilities"], expected[3:4], atol=1e-5
+    )
+    assert outputs["2/probabilities"].shape == (0, 3)
     np.testing.assert_allclose(
         outputs["tfsm_layer/probabilities"], expected, atol=1e-5
     )
-    assert outputs["1/probabilities"].shape == (0, 3)
-    # Standard TensorFlow ops, and tf.text's for keras-hub's tokenizers.
+    # TensorFlow's ops, and tf.text's, which TF Serving links.
     assert ops["not_in_tensorflow_text"] == []
-    if make_tokenizer is text_vectorization:
-        assert ops["not_in_tensorflow"] == []
-    else:
-        assert "FastWordpieceTokenizeWithOffsets" in ops["not_in_tensorflow"]
+    tf_text_op = {
+        "performer": "CaseFoldUTF8",
+        "bert": "FastWordpieceTokenizeWithOffsets",
+    }[kind]
+    assert tf_text_op in ops["not_in_tensorflow"]
     shown = saved_model_cli("show", "--dir", path, "--all")
     assert "signature_def['serving_default']" in shown
     assert "dtype: DT_STRING" in shown and "shape: (-1)" in shown
     assert "outputs['probabilities']" in shown
+    assert "shape: (-1, 3)" in shown
 
 
-def test_a_text_with_no_token_gets_the_keras_answer_where_it_is_finite(
-    tmp_path,
-):
-    tokenizer = text_vectorization()
-    for mask_zero in (True, False):
-        model = classifier(mask_zero=mask_zero)
-        path = os.path.join(tmp_path, f"classifier_{mask_zero}")
-        keras_performer.export.export_text_classifier(
-            model, tokenizer, path, sequence_length=LENGTH, from_logits=True
-        )
-        served = tf.saved_model.load(path).signatures["serving_default"]
-        out = served(text=tf.constant(["", "a wonderful film"]))
-        keras_answer = np.asarray(
-            keras.ops.softmax(model(np.zeros((1, LENGTH), "int32")))
-        )[0]
-        if mask_zero:  # A mean over no token: 0 / 0.
-            assert not np.isfinite(keras_answer).all()
-            expected = np.full(3, 1 / 3, "float32")
-        else:
-            assert np.isfinite(keras_answer).all()
-            assert not np.allclose(keras_answer, 1 / 3)
-            expected = keras_answer
-        np.testing.assert_allclose(out["probabilities"][0], expected, atol=1e-6)
-        np.testing.assert_allclose(
-            out["probabilities"][1:],
-            keras_probabilities(model, tokenizer, ["a wonderful film"]),
-            atol=1e-5,
-        )
-
-
-def test_rest_request_body_fits_the_signature(tmp_path):
+def test_rest_request_body_fits_the_signature(tmp_path, performer):
     """The README's request, `{"instances": [...]}`: TF Serving stacks the
     instances of the one input into a batch, as `--input_exprs` does."""
-    tokenizer, model = text_vectorization(), classifier()
-    path = os.path.join(tmp_path, "classifier")
-    keras_performer.export.export_text_classifier(
-        model, tokenizer, path, sequence_length=LENGTH, from_logits=True
-    )
+    classifier, path = performer
     body = json.loads('{"instances": ["a wonderful film", "a waste of time"]}')
-    outdir = os.path.join(tmp_path, "cli")
     outputs = saved_model_cli_run(
         path,
         "serving_default",
         "--input_exprs",
         f"text={json.dumps(body['instances'])}",
-        outdir,
+        os.path.join(tmp_path, "cli"),
     )
     np.testing.assert_allclose(
         outputs["probabilities"],
-        keras_probabilities(model, tokenizer, body["instances"]),
+        keras_probabilities(classifier, body["instances"]),
         atol=1e-5,
     )
+
+
+def test_bad_requests_are_errors(performer):
+    _, path = performer
+    served = tf.saved_model.load(path).signatures["serving_default"]
+    for text in (tf.constant("a text"), tf.constant([["a"], ["b"]])):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="shape"):
+            served(text=text)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="string"):
+        served(text=tf.constant([1, 2]))
+    # The server goes on answering.
+    assert served(text=tf.constant(["a"]))["probabilities"].shape == (1, 3)
+
+
+def test_export_takes_a_text_classifier_with_a_preprocessor(
+    tmp_path, performer
+):
+    classifier, _ = performer
+    path = os.path.join(tmp_path, "classifier")
+    bare = PerformerTextClassifier(classifier.backbone, 3)
+    with pytest.raises(ValueError, match="preprocessor=None"):
+        keras_performer.export.export_text_classifier(bare, path)
+    causal = PerformerBackbone(
+        vocabulary_size=8,
+        num_layers=1,
+        num_heads=2,
+        hidden_dim=8,
+        intermediate_dim=16,
+    )
+    for bad in (classifier.backbone, PerformerCausalLM(causal), "model"):
+        with pytest.raises(ValueError, match="classifier="):
+            keras_performer.export.export_text_classifier(bad, path)
+    assert not os.path.exists(path)

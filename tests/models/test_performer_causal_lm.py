@@ -446,3 +446,15 @@ def test_bad_inputs_are_named(lm, case):
     call, match = BAD_INPUTS[case]
     with pytest.raises(ValueError, match=match):
         call(lm)
+
+
+def test_no_start_token_when_none_is_to_be_added():
+    preprocessor = PerformerCausalLMPreprocessor(
+        keras_hub.tokenizers.ByteTokenizer(),
+        sequence_length=6,
+        add_start_token=False,
+        start_token_id=START,
+        end_token_id=END,
+    )
+    packed = preprocessor.generate_preprocess(["hi"])
+    assert np.asarray(packed["token_ids"]).tolist() == [[104, 105, 0, 0, 0, 0]]
