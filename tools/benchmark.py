@@ -6,15 +6,17 @@ memory, and measures the machine's matmul FLOP rate so that each method's
 achieved FLOP/s can be read against it. Each measurement runs in its own
 process, so that peak memory is its own and running out of memory ends that
 process only: a method stops at the first length it cannot hold. Also times
-incremental decoding steps at several positions, and generation: tokens per
-second of `PerformerCausalLM.generate` against the same-size keras-hub
-exact model (GPT-2's `TransformerDecoder` blocks with their key/value
-cache) at given positions, with the cache each holds. Prints a table,
-writes JSON and a log-log plot (PNG).
+incremental decoding steps at several positions, and generation: time per
+token of `PerformerCausalLM.generate` against the same-size keras-hub
+`GPT2CausalLM.generate` (an exact model with a key/value cache) from given
+positions, with the cache each holds. Prints a table, writes JSON and a
+log-log plot (PNG).
 
     python tools/benchmark.py --lengths=1024,8192 --feature_maps=softmax
     python tools/benchmark.py --decode_positions=10,1000,16000
     python tools/benchmark.py --lengths= --generate_positions=1000,16000
+    python tools/benchmark.py --lengths= --generate_positions=1000,16000 \
+        --generate_baseline=/tmp/other_version.json  # beside another run
 
 Runs on CPU and GPU. The layer and op timings (`--level`) and the matmul
 rate run on every Keras backend (`KERAS_BACKEND=jax python
@@ -217,6 +219,7 @@ _FORWARDED_FLAGS = (
     "generate_tokens",
     "generate_layers",
     "generate_vocabulary",
+    "generate_prefill",
     "matmul_size",
 )
 
@@ -295,6 +298,8 @@ def main(argv):
             "--decode_positions and --generate_positions time TensorFlow "
             f"functions: run them with KERAS_BACKEND=tensorflow, not {backend}"
         )
+    # Read before any measurement, so that a wrong path fails at once.
+    generation_baseline = benchmark_generation.read_baseline()
     lengths = [int(length) for length in FLAGS.lengths]
     configs = _configs()
     matmul_dtype = "bfloat16" if "bfloat16" in FLAGS.dtype else "float32"
@@ -318,6 +323,12 @@ def main(argv):
         print(benchmark_generation.format_decoding(decode))
     if generation:
         print(benchmark_generation.format_generation(generation))
+    if generation_baseline:
+        print(
+            benchmark_generation.format_baseline(
+                generation, generation_baseline
+            )
+        )
     report = {
         "machine": measurement.machine(),
         "backend": backend,
@@ -331,6 +342,8 @@ def main(argv):
         "decode": decode,
         "generation": generation,
     }
+    if generation_baseline:
+        report["generation_baseline"] = generation_baseline
     measurement.write_json(FLAGS.output + ".json", report)
     written = [FLAGS.output + ".json"]
     if len(lengths) > 1:  # A plot over lengths.

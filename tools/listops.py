@@ -4,13 +4,16 @@ Generates the ListOps task of the Long Range Arena (Tay et al. 2020,
 following Nangia and Bowman 2018): nested expressions of the operators MAX,
 MIN, MED (median) and SM (sum modulo 10) over digits, at most `max_depth`
 levels deep and `max_args` arguments per operator, whose value (a digit) is
-the label. Then trains the same small encoder classifier with
-`PerformerEncoder` blocks and with `keras_hub.layers.TransformerEncoder`
-blocks, and prints both test accuracies, the majority-class baseline and
-the time per training step. Finally it moves the trained exact model's
-weights into a Performer model (`keras_performer.transfer_weights`) and
-fine-tunes it for a fraction of the original steps (`--fine_tune_epochs`
-of `--epochs`).
+the label. Then trains a `keras_performer.models.PerformerTextClassifier`
+on a `PerformerBackbone(causal=False)` (token and position embeddings,
+pre-LN `PerformerEncoder` blocks, a final layer norm, the mean over the
+tokens that are not padding, 10 classes), and the same classifier with
+keras-hub `TransformerEncoder` blocks, both on token ids and their padding
+mask, and prints both test accuracies, the majority-class baseline and the
+time per training step. Finally it moves the trained exact model's weights
+into a new Performer classifier (`keras_performer.transfer_weights` on each
+pair of layers) and fine-tunes it for a fraction of the original steps
+(`--fine_tune_epochs` of `--epochs`).
 
     python tools/listops.py [--train_size=4000] [--max_length=1000] \
         [--epochs=8] [--output=docs/listops.json]
@@ -28,6 +31,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import keras_hub  # noqa: E402
 import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 import keras_performer  # noqa: E402
 
@@ -61,6 +65,7 @@ OPERATORS = {
 # Token ids: 0 is padding, then the digits, the operators and "]".
 VOCABULARY = ["<pad>"] + [str(d) for d in range(10)] + list(OPERATORS) + ["]"]
 TOKEN_IDS = {token: i for i, token in enumerate(VOCABULARY)}
+NUM_CLASSES = 10  # An expression's value is a digit.
 # Chance that a node below the maximum depth is an operator (as in LRA's
 # generator, where a node is a value with probability 0.75).
 OPERATOR_PROBABILITY = 0.25
@@ -97,31 +102,115 @@ def listops(size, rng, min_length, max_length, max_depth, max_args):
     return ids, labels
 
 
-def build_classifier(block, max_length):
-    """Embeddings, two encoder blocks, masked mean pooling, 10 classes."""
-    ids = keras.Input((max_length,), dtype="int32")
-    x = keras_hub.layers.TokenAndPositionEmbedding(
-        len(VOCABULARY), max_length, FLAGS.hidden_dim, mask_zero=True
-    )(ids)
-    for _ in range(FLAGS.num_layers):
-        x = block(
-            intermediate_dim=2 * FLAGS.hidden_dim, num_heads=FLAGS.num_heads
-        )(x)
-    x = keras.layers.GlobalAveragePooling1D()(x)
-    outputs = keras.layers.Dense(10)(x)
-    model = keras.Model(ids, outputs)
+def model_sizes():
+    """The sizes both classifiers share, from the flags."""
+    return dict(
+        vocabulary_size=len(VOCABULARY),
+        num_layers=FLAGS.num_layers,
+        num_heads=FLAGS.num_heads,
+        hidden_dim=FLAGS.hidden_dim,
+        intermediate_dim=2 * FLAGS.hidden_dim,
+        max_sequence_length=FLAGS.max_length,
+    )
+
+
+def build_performer(sizes, num_random_features, seed):
+    """The Performer classifier: a `PerformerBackbone` (`causal=False`:
+    `PerformerEncoder` blocks) in a `PerformerTextClassifier` (mean over
+    the tokens that are not padding, then 10 classes), on token ids."""
+    backbone = keras_performer.models.PerformerBackbone(
+        **sizes,
+        causal=False,
+        num_random_features=num_random_features,
+        seed=seed,
+    )
+    return keras_performer.models.PerformerTextClassifier(
+        backbone, num_classes=NUM_CLASSES
+    )
+
+
+def build_exact(sizes, seed):
+    """The exact classifier: the Performer classifier's layers, under the
+    same names, with keras-hub `TransformerEncoder` blocks in place of the
+    `PerformerEncoder`s (so `transfer` moves its weights layer by layer)."""
+    embeddings_initializer = keras.initializers.RandomNormal(
+        stddev=0.02, seed=seed
+    )
+    token_ids = keras.Input((None,), dtype="int32", name="token_ids")
+    padding_mask = keras.Input((None,), dtype="int32", name="padding_mask")
+    x = keras_hub.layers.ReversibleEmbedding(
+        sizes["vocabulary_size"],
+        sizes["hidden_dim"],
+        embeddings_initializer=embeddings_initializer,
+        name="token_embedding",
+    )(token_ids)
+    x = x + keras_hub.layers.PositionEmbedding(
+        sizes["max_sequence_length"],
+        initializer=keras.initializers.RandomNormal(stddev=0.02, seed=seed + 1),
+        name="position_embedding",
+    )(x)
+    for i in range(sizes["num_layers"]):
+        x = keras_hub.layers.TransformerEncoder(
+            intermediate_dim=sizes["intermediate_dim"],
+            num_heads=sizes["num_heads"],
+            activation="gelu",
+            normalize_first=True,
+            name=f"transformer_layer_{i}",
+        )(x, padding_mask=padding_mask)
+    x = keras.layers.LayerNormalization(epsilon=1e-5, name="layer_norm")(x)
+    # The mean over the tokens that are not padding.
+    weights = keras.ops.cast(padding_mask, x.dtype)[..., None]
+    pooled = keras.ops.sum(x * weights, axis=1) / keras.ops.maximum(
+        keras.ops.sum(weights, axis=1), 1.0
+    )
+    outputs = keras.layers.Dense(NUM_CLASSES, name="logits")(pooled)
+    return keras.Model(
+        {"token_ids": token_ids, "padding_mask": padding_mask}, outputs
+    )
+
+
+def counterparts(exact, performer):
+    """Pairs `(exact layer, Performer layer)` of every layer with weights
+    of the exact classifier and the layer of the same name in the
+    Performer classifier (its backbone's, or its head's)."""
+    performer_layers = {
+        layer.name: layer
+        for layer in performer.backbone.layers + performer.layers
+    }
+    pairs = []
+    for layer in exact.layers:
+        if not layer.weights:
+            continue
+        if layer.name not in performer_layers:
+            raise ValueError(
+                f"The Performer classifier has no layer {layer.name!r}. "
+                f"Received: layers {sorted(performer_layers)}"
+            )
+        pairs.append((layer, performer_layers[layer.name]))
+    return pairs
+
+
+def transfer(exact, performer):
+    """Moves the exact classifier's weights into the Performer classifier
+    (`keras_performer.transfer_weights` on each pair of `counterparts`: a
+    `TransformerEncoder`'s into its `PerformerEncoder`, which keeps its
+    random projections)."""
+    for source, target in counterparts(exact, performer):
+        keras_performer.transfer_weights(source, target)
+
+
+def compile_classifier(model):
     model.compile(
-        keras.optimizers.Adam(FLAGS.learning_rate),
-        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        optimizer=keras.optimizers.Adam(FLAGS.learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
     return model
 
 
-def performer_block(**kwargs):
-    return keras_performer.PerformerEncoder(
-        num_random_features=FLAGS.num_random_features, **kwargs
-    )
+def model_inputs(ids):
+    """The classifiers' inputs: the token ids and their padding mask."""
+    return {"token_ids": ids, "padding_mask": (ids != 0).astype("int32")}
 
 
 class StepTimer(keras.callbacks.Callback):
@@ -142,17 +231,31 @@ class StepTimer(keras.callbacks.Callback):
         return float(np.median(self.times[1:]))
 
 
+def batches(data, split):
+    """The split as a `tf.data.Dataset` of batches; the training split
+    shuffled anew each epoch, in the same orders for every model (keras-hub
+    tasks take a dataset as it comes: `fit(shuffle=True)` shuffles only
+    arrays)."""
+    dataset = tf.data.Dataset.from_tensor_slices(data[split])
+    if split == "train":
+        dataset = dataset.shuffle(
+            len(data[split][1]), seed=FLAGS.seed, reshuffle_each_iteration=True
+        )
+        return dataset.batch(FLAGS.batch_size)
+    return dataset.batch(64)
+
+
 def train(model, data, epochs, name):
     print(f"\n== {name}: {epochs} epochs")
     timer = StepTimer()
     model.fit(
-        *data["train"],
+        batches(data, "train"),
         epochs=epochs,
-        batch_size=FLAGS.batch_size,
+        shuffle=False,
         callbacks=[timer],
         verbose=FLAGS.verbose,
     )
-    _, accuracy = model.evaluate(*data["test"], batch_size=64, verbose=0)
+    _, accuracy = model.evaluate(batches(data, "test"), verbose=0)
     print(f"{name}: test accuracy {accuracy:.4f}")
     return {
         "test_accuracy": accuracy,
@@ -190,21 +293,28 @@ def main(argv):
     )
 
     results = {"majority_class_accuracy": baseline}
+    data = {
+        split: (model_inputs(ids), labels)
+        for split, (ids, labels) in data.items()
+    }
+    sizes = model_sizes()
     keras.utils.set_random_seed(FLAGS.seed)
-    exact = build_classifier(
-        keras_hub.layers.TransformerEncoder, FLAGS.max_length
-    )
+    exact = compile_classifier(build_exact(sizes, FLAGS.seed))
     results["exact"] = train(exact, data, FLAGS.epochs, "exact attention")
     keras.utils.set_random_seed(FLAGS.seed)
-    performer = build_classifier(performer_block, FLAGS.max_length)
+    performer = compile_classifier(
+        build_performer(sizes, FLAGS.num_random_features, FLAGS.seed)
+    )
     results["performer"] = train(
         performer, data, FLAGS.epochs, "Performer (FAVOR+)"
     )
 
     keras.utils.set_random_seed(FLAGS.seed + 1)
-    transferred = build_classifier(performer_block, FLAGS.max_length)
-    keras_performer.transfer_weights(exact, transferred)
-    _, accuracy = transferred.evaluate(*data["test"], batch_size=64, verbose=0)
+    transferred = compile_classifier(
+        build_performer(sizes, FLAGS.num_random_features, FLAGS.seed + 1)
+    )
+    transfer(exact, transferred)
+    _, accuracy = transferred.evaluate(batches(data, "test"), verbose=0)
     print(
         f"\nexact weights in the Performer, before fine-tuning: {accuracy:.4f}"
     )

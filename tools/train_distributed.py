@@ -1,12 +1,14 @@
 """A small training job under a tf.distribute strategy, with redraws.
 
-Trains a small `PerformerCausalLM` on generated sequences (each token
-follows from the one before by a fixed random table, with some noise) under
-the chosen strategy, with `keras_performer.callbacks.FeatureRedraw`, and
-prints the steps per second, the time of a step with a redraw against a
-plain step, and how well the replicas agree: the largest difference
-between any two replicas' projections after each redraw, and between their
-weights at the end. One command checks a set-up:
+Trains a small `keras_performer.models.PerformerCausalLM` (on a
+`PerformerBackbone`) on generated sequences (each token follows from the
+one before by a fixed random table, with some noise; token ids and padding
+masks in, the next tokens as targets) under the chosen strategy, with
+`keras_performer.callbacks.FeatureRedraw`, and prints the steps per
+second, the time of a step with a redraw against a plain step, and how
+well the replicas agree: the largest difference between any two replicas'
+projections after each redraw, and between their weights at the end.
+One command checks a set-up:
 
     # GPUs of this machine (or, on a CPU, --cpu_devices=2 logical devices)
     python tools/train_distributed.py --strategy=mirrored
@@ -108,7 +110,8 @@ def make_strategy():
 def make_dataset():
     """Sequences where each token follows from the one before by a fixed
     random table, one token in ten replaced by noise: a language model
-    can learn it, and the loss shows whether it does."""
+    can learn it, and the loss shows whether it does. Batches of
+    `{"token_ids", "padding_mask"}` (no padding) and the next tokens."""
     rng = np.random.default_rng(FLAGS.seed)
     table = rng.permutation(FLAGS.vocabulary_size)
     size = FLAGS.steps * FLAGS.batch_size
@@ -118,9 +121,13 @@ def make_dataset():
         tokens[:, i] = table[tokens[:, i - 1]]
         noise = rng.random(size) < 0.1
         tokens[noise, i] = rng.integers(0, FLAGS.vocabulary_size, noise.sum())
-    dataset = tf.data.Dataset.from_tensor_slices(
-        (tokens[:, :-1], tokens[:, 1:])
-    ).batch(FLAGS.batch_size, drop_remainder=True)
+    inputs = {
+        "token_ids": tokens[:, :-1],
+        "padding_mask": np.ones((size, FLAGS.sequence_length), "int32"),
+    }
+    dataset = tf.data.Dataset.from_tensor_slices((inputs, tokens[:, 1:])).batch(
+        FLAGS.batch_size, drop_remainder=True
+    )
     # Each worker keeps its share of every global batch, in order.
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = (
@@ -131,7 +138,7 @@ def make_dataset():
 
 def make_model(strategy):
     keras.utils.set_random_seed(FLAGS.seed)  # Same initial weights.
-    model = keras_performer.PerformerCausalLM(
+    backbone = keras_performer.models.PerformerBackbone(
         vocabulary_size=FLAGS.vocabulary_size,
         num_layers=FLAGS.num_layers,
         num_heads=FLAGS.num_heads,
@@ -141,10 +148,11 @@ def make_model(strategy):
         num_random_features=FLAGS.num_random_features,
         seed=FLAGS.seed,
     )
-    model.build((None, FLAGS.sequence_length))
+    model = keras_performer.models.PerformerCausalLM(backbone)
     model.compile(
         optimizer=keras.optimizers.Adam(FLAGS.learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        weighted_metrics=[],
         steps_per_execution=FLAGS.steps_per_execution,
         jit_compile=jit_compile(strategy),
     )

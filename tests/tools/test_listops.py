@@ -71,6 +71,58 @@ def test_operators(name, value):
     assert listops.OPERATORS[name]([4, 1, 9, 5, 0, 2, 8]) == value
 
 
+SIZES = dict(
+    vocabulary_size=len(listops.VOCABULARY),
+    num_layers=2,
+    num_heads=2,
+    hidden_dim=8,
+    intermediate_dim=16,
+    max_sequence_length=12,
+)
+
+
+def test_the_two_classifiers_take_the_same_inputs():
+    ids = np.random.default_rng(0).integers(
+        1, SIZES["vocabulary_size"], (3, 12)
+    )
+    ids[1, 5:] = 0
+    inputs = listops.model_inputs(ids)
+    np.testing.assert_array_equal(inputs["padding_mask"], ids != 0)
+    exact = listops.build_exact(SIZES, seed=0)
+    performer = listops.build_performer(SIZES, 8, seed=0)
+    assert exact(inputs).shape == performer(inputs).shape == (3, 10)
+
+
+def test_transfer_moves_every_trained_weight():
+    """Every trainable weight of the Performer classifier gets the exact
+    one's of the same path; its random projections stay its own."""
+    exact = listops.build_exact(SIZES, seed=0)
+    performer = listops.build_performer(SIZES, 8, seed=1)
+    for weight in exact.trainable_weights:  # Apart from any initial value.
+        weight.assign(np.random.default_rng(2).normal(size=weight.shape))
+    projections = {w.path: np.array(w) for w in performer.non_trainable_weights}
+    assert projections  # One per block.
+    listops.transfer(exact, performer)
+    exact_weights = {w.path: np.array(w) for w in exact.trainable_weights}
+    performer_weights = {
+        w.path: np.array(w) for w in performer.trainable_weights
+    }
+    assert performer_weights.keys() == exact_weights.keys()
+    for path, value in performer_weights.items():
+        np.testing.assert_array_equal(value, exact_weights[path], path)
+    for weight in performer.non_trainable_weights:
+        np.testing.assert_array_equal(
+            np.array(weight), projections[weight.path]
+        )
+
+
+def test_transfer_names_a_missing_layer():
+    exact = listops.build_exact({**SIZES, "num_layers": 3}, seed=0)
+    performer = listops.build_performer(SIZES, 8, seed=0)
+    with pytest.raises(ValueError, match="transformer_layer_2"):
+        listops.transfer(exact, performer)
+
+
 def test_command_line(tmp_path):
     output = os.path.join(tmp_path, "listops.json")
     stdout = run_tool(

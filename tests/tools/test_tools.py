@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
@@ -184,25 +185,46 @@ def test_profile(layer):
     assert "MatMul" in stdout
 
 
+GENERATION_SIZES = (
+    "--generate_tokens=4",
+    "--generate_layers=1",
+    "--generate_vocabulary=32",
+    "--heads=2",
+    "--dim=8",
+    "--features=8",
+    "--repeats=1",
+    "--matmul_size=64",
+)
+
+
 def test_benchmark_generation(tmp_path):
+    # An earlier run's figures, as --generate_baseline reads them.
+    baseline = [
+        {"method": method, "position": position, "status": "ok"}
+        | {"ms_per_token": ms, "tokens_per_s": 1e3 / ms, "cache_mb": 1.0}
+        for method, position, ms in (
+            ("performer", 16, 2.0),
+            ("performer", 48, 4.0),
+            ("exact", 16, 1.0),
+        )
+    ]
+    baseline_path = os.path.join(tmp_path, "baseline.json")
+    with open(baseline_path, "w") as file:
+        json.dump({"generation": baseline}, file)
     output = os.path.join(tmp_path, "generation")
     stdout = run_tool(
         "benchmark.py",
         "--lengths=",
         "--generate_positions=16,48",
-        "--generate_tokens=4",
-        "--generate_layers=1",
-        "--generate_vocabulary=32",
-        "--heads=2",
-        "--dim=8",
-        "--features=8",
-        "--repeats=1",
-        "--matmul_size=64",
+        *GENERATION_SIZES,
+        "--generate_prefill",
+        f"--generate_baseline={baseline_path}",
         f"--output={output}",
     )
     assert "keras-hub GPT2CausalLM (exact)" in stdout
     with open(output + ".json") as file:
-        rows = json.load(file)["generation"]
+        report = json.load(file)
+    rows = report["generation"]
     assert [(r["method"], r["position"]) for r in rows] == [
         ("performer", 16),
         ("exact", 16),
@@ -210,8 +232,116 @@ def test_benchmark_generation(tmp_path):
         ("exact", 48),
     ]
     assert all(r["status"] == "ok" and r["tokens_per_s"] > 0 for r in rows)
+    assert all(r["prefill_s"] > 0 for r in rows)
+    assert "prefill s" in stdout
     caches = {(r["method"], r["position"]): r["cache_shape"] for r in rows}
     # The Performer's cache does not grow; the exact model's does.
     assert caches[("performer", 16)] == caches[("performer", 48)]
     assert caches[("performer", 16)] == [1, 1, 2, 8, 11]
     assert caches[("exact", 48)] == [1, 1, 2, 52, 2, 8]
+    # The baseline beside this run: the rows both have, this run's time
+    # over the baseline's, and each run's time over its first position's.
+    assert report["generation_baseline"] == baseline
+    now = {(r["method"], r["position"]): r["ms_per_token"] for r in rows}
+    lines = stdout[stdout.index("baseline -> now") :].splitlines()[2:5]
+    for line, (method, position, ms) in zip(
+        lines,
+        [("performer", 16, 2.0), ("performer", 48, 4.0), ("exact", 16, 1.0)],
+        strict=True,
+    ):
+        ratio = now[(method, position)] / ms
+        first = now[(method, 16)]
+        assert line.split()[-5:] == [
+            f"{ms:.2f}",
+            f"{now[(method, position)]:.2f}",
+            f"{ratio:.2f}x",
+            f"{ms / {'performer': 2.0, 'exact': 1.0}[method]:.2f}x",
+            f"{now[(method, position)] / first:.2f}x",
+        ]
+
+
+def test_benchmark_generation_baseline_must_hold_generation_rows(tmp_path):
+    """A baseline without generation figures fails before any
+    measurement."""
+    path = os.path.join(tmp_path, "layers_only.json")
+    with open(path, "w") as file:
+        json.dump({"results": [], "generation": []}, file)
+    stderr = run_tool(
+        "benchmark.py",
+        "--lengths=",
+        "--generate_positions=16",
+        f"--generate_baseline={path}",
+        f"--output={os.path.join(tmp_path, 'out')}",
+        succeeds=False,
+    )
+    assert f"--generate_baseline={path}" in stderr
+    assert not os.path.exists(os.path.join(tmp_path, "out.json"))
+
+
+@pytest.mark.parametrize("method", ["performer", "exact"])
+def test_generation_without_prefill(method):
+    """What the generation timing rests on: with the prefill skipped,
+    `generate` still runs one step per padded position (the prompt kept),
+    and none when every token is prompt; the cache has the shape of the
+    prefill's; `restore_prefill` gives back the model's own generation."""
+    import keras_hub
+
+    import keras_performer
+
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    import benchmark_generation
+
+    sizes = dict(
+        vocabulary_size=32,
+        num_layers=1,
+        num_heads=2,
+        hidden_dim=16,
+        intermediate_dim=32,
+        max_sequence_length=12,
+    )
+    if method == "performer":
+        model = keras_performer.models.PerformerCausalLM(
+            keras_performer.models.PerformerBackbone(
+                **sizes, num_random_features=8, seed=0
+            )
+        )
+    else:
+        model = keras_hub.models.GPT2CausalLM(
+            keras_hub.models.GPT2Backbone(**sizes), preprocessor=None
+        )
+    model.compile(sampler="greedy")
+    prompts, all_prompt = benchmark_generation.generation_inputs(
+        2, position=8, steps=4, vocabulary_size=32
+    )
+    assert prompts["padding_mask"].sum(axis=1).tolist() == [8, 8]
+    assert all_prompt["padding_mask"].all()
+    np.testing.assert_array_equal(
+        prompts["token_ids"][:, :8], all_prompt["token_ids"][:, :8]
+    )
+
+    def generate(inputs):
+        return model.generate(inputs, stop_token_ids=None)["token_ids"]
+
+    with_prefill = generate(prompts)
+    shape, _ = benchmark_generation.skip_prefill(model, 2, 12)
+    expected = (
+        [2, 1, 2, 8, 11] if method == "performer" else [2, 1, 2, 12, 2, 8]
+    )
+    assert shape == expected
+    np.testing.assert_array_equal(generate(all_prompt), all_prompt["token_ids"])
+    # keras-hub's greedy loop, by hand: the steps from the cache before
+    # any token.
+    if method == "performer":
+        cache = model.get_initial_cache(2)
+    else:
+        cache = np.zeros(expected, "float32")
+    tokens = prompts["token_ids"].copy()
+    for index in range(8, 12):
+        logits, _, cache = model.call_with_cache(
+            tokens[:, index - 1 : index], cache, index - 1
+        )
+        tokens[:, index] = np.argmax(np.asarray(logits)[:, 0], axis=-1)
+    assert tokens[:, 8:].any()  # Not the padding left as it was.
+    np.testing.assert_array_equal(generate(prompts), tokens)
+    benchmark_generation.restore_prefill(model)
+    np.testing.assert_array_equal(generate(prompts), with_prefill)
