@@ -159,7 +159,7 @@ class PerformerCausalLM(keras_hub.models.CausalLM):
         hidden_states, cache = self._build_cache(token_ids, padding_mask)
         index = ops.min(ops.sum(ops.cast(padding_mask, "int32"), axis=-1))
 
-        def next(prompt, cache, index):
+        def next_token_logits(prompt, cache, index):
             # Feeds the token before `index`; the cache does not absorb a
             # token it already holds.
             batch_size = ops.shape(prompt)[0]
@@ -170,7 +170,7 @@ class PerformerCausalLM(keras_hub.models.CausalLM):
             return logits[:, 0], hidden_states[:, 0], cache
 
         token_ids = self.sampler(
-            next=next,
+            next=next_token_logits,
             prompt=token_ids,
             cache=cache,
             index=index,

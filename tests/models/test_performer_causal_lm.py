@@ -118,7 +118,9 @@ def test_greedy_generation_of_token_ids_follows_the_full_pass():
     prompt = token_ids(length=3)
     padded = np.pad(prompt, [(0, 0), (0, 21)])
     mask = np.arange(24)[None, :] < 3
-    out = lm.generate(inputs(padded, np.repeat(mask, 2, 0)), stop_token_ids=None)
+    out = lm.generate(
+        inputs(padded, np.repeat(mask, 2, 0)), stop_token_ids=None
+    )
     tokens = out["token_ids"]
     assert tokens.shape == (2, 24) and out["padding_mask"].all()
     np.testing.assert_array_equal(tokens[:, :3], prompt)
@@ -141,7 +143,9 @@ def test_strings_in_and_out(lm):
 def test_prompts_of_different_lengths_generate_as_one_by_one(lm):
     prompts = ["a", "hello there", "abc"]
     together = lm.generate(prompts, max_length=24, stop_token_ids=None)
-    alone = [lm.generate(p, max_length=24, stop_token_ids=None) for p in prompts]
+    alone = [
+        lm.generate(p, max_length=24, stop_token_ids=None) for p in prompts
+    ]
     assert together == alone
 
 
@@ -321,7 +325,9 @@ def test_mixed_precision_generation(mixed_policy):
 
 
 def test_the_old_constructor_says_what_to_write():
-    with pytest.raises(ValueError, match=r"PerformerCausalLM\(PerformerBackbone"):
+    with pytest.raises(
+        ValueError, match=r"PerformerCausalLM\(PerformerBackbone"
+    ):
         PerformerCausalLM(
             vocabulary_size=16,
             num_layers=1,
@@ -404,7 +410,10 @@ BAD_INPUTS = {
         lambda lm: lm(inputs(np.full((2, 4), 258, "int32"))),
         "from 258 to 258",
     ),
-    "negative": (lambda lm: lm(inputs(np.full((2, 4), -1, "int32"))), "from -1"),
+    "negative": (
+        lambda lm: lm(inputs(np.full((2, 4), -1, "int32"))),
+        "from -1",
+    ),
     "too_long": (
         lambda lm: lm(inputs(np.ones((2, 65), "int32"))),
         "max_sequence_length=64",
