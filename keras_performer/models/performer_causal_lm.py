@@ -216,7 +216,8 @@ class PerformerCausalLM(keras_hub.models.CausalLM):
             max_length: int. Length of the sequences, prompt included.
                 Defaults to the preprocessor's `sequence_length`; at most
                 the backbone's `max_sequence_length` with learned positions.
-            stop_token_ids: `"auto"` (the preprocessor's `end_token_id`),
+            stop_token_ids: `"auto"` (the preprocessor's `end_token_id`,
+                none for a preprocessor without one),
                 `None` (generate to `max_length`) or a list of token ids.
                 Defaults to `"auto"`.
             strip_prompt: bool. Whether to return only what follows the
@@ -226,7 +227,11 @@ class PerformerCausalLM(keras_hub.models.CausalLM):
             Strings with a preprocessor (one for a string), else a dict of
             NumPy arrays `{"token_ids", "padding_mask"}`.
         """
-        if stop_token_ids == "auto" and self.preprocessor is not None:
+        if stop_token_ids == "auto" and isinstance(
+            self.preprocessor, special_tokens.SpecialTokens
+        ):
+            # Ours may have an end token its tokenizer lacks (keras-hub's
+            # "auto" reads the tokenizer's).
             end = self.preprocessor.end_token_id
             stop_token_ids = None if end is None else [end]
         if self.preprocessor is not None:

@@ -84,9 +84,8 @@ class SpecialTokens:
         """Token ids the preprocessor can emit: the tokenizer's vocabulary
         and the special ids past it; `None` while the tokenizer has no
         vocabulary yet (loading from a preset)."""
-        try:
-            size = int(self.tokenizer.vocabulary_size())
-        except (AttributeError, TypeError, ValueError):
+        size = tokenizer_vocabulary_size(self.tokenizer)
+        if size is None:
             return None
         return max([size - 1, *self.special_token_ids]) + 1
 
@@ -115,6 +114,15 @@ class SpecialTokens:
         return dict(self._special_token_arguments)
 
 
+def tokenizer_vocabulary_size(tokenizer):
+    """A tokenizer's vocabulary size, or `None` while it has no vocabulary
+    (loading from a preset)."""
+    try:
+        return int(tokenizer.vocabulary_size())
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
 def has_file_assets(tokenizer):
     """Whether a tokenizer keeps files (a vocabulary) in presets."""
     return bool(getattr(tokenizer, "file_assets", None))
@@ -123,9 +131,14 @@ def has_file_assets(tokenizer):
 def check_vocabulary(backbone, preprocessor):
     """Raises `ValueError` when the preprocessor emits other ids than the
     backbone's embedding takes."""
-    if preprocessor is None or not hasattr(preprocessor, "vocabulary_size"):
+    if preprocessor is None:
         return
-    size = preprocessor.vocabulary_size()
+    if isinstance(preprocessor, SpecialTokens):
+        size = preprocessor.vocabulary_size()
+    else:  # keras-hub's own preprocessors: their tokenizers' ids.
+        size = tokenizer_vocabulary_size(
+            getattr(preprocessor, "tokenizer", None)
+        )
     if size is not None and size != backbone.vocabulary_size:
         raise ValueError(
             "The preprocessor's tokenizer and special tokens make "
@@ -133,5 +146,6 @@ def check_vocabulary(backbone, preprocessor):
             f"{backbone.vocabulary_size}: they must match. Received: "
             f"tokenizer={type(preprocessor.tokenizer).__name__} with "
             f"vocabulary_size()={preprocessor.tokenizer.vocabulary_size()}, "
-            f"special token ids {preprocessor.special_token_ids}"
+            "special token ids "
+            f"{getattr(preprocessor, 'special_token_ids', None)}"
         )

@@ -467,3 +467,20 @@ def test_no_start_token_when_none_is_to_be_added():
     )
     packed = preprocessor.generate_preprocess(["hi"])
     assert np.asarray(packed["token_ids"]).tolist() == [[104, 105, 0, 0, 0, 0]]
+
+
+def test_a_keras_hub_preprocessor_serves_too():
+    # GPT-2's byte-pair tokenizer and preprocessor, with a tiny vocabulary.
+    vocabulary = {"<|endoftext|>": 0, "a": 1, "b": 2, "Ġ": 3, "Ġa": 4, "ab": 5}
+    tokenizer = keras_hub.tokenizers.GPT2Tokenizer(
+        vocabulary=vocabulary, merges=["Ġ a", "a b"]
+    )
+    gpt2_preprocessor = keras_hub.models.GPT2CausalLMPreprocessor(
+        tokenizer, sequence_length=8
+    )
+    lm = PerformerCausalLM(backbone(vocabulary_size=6), gpt2_preprocessor)
+    lm.compile(sampler="greedy")
+    text = lm.generate("ab a", max_length=8)  # Stops at <|endoftext|>.
+    assert isinstance(text, str) and text.startswith("ab a")
+    with pytest.raises(ValueError, match="vocabulary_size=7"):
+        PerformerCausalLM(backbone(vocabulary_size=7), gpt2_preprocessor)
