@@ -54,6 +54,7 @@ benchmark: $(VENV)/installed
 		--decode_positions=10,1000,16000
 	KERAS_BACKEND=tensorflow $(PY) tools/benchmark.py --lengths= \
 		--generate_positions=1000,4000,16000 --repeats=3 --compile=xla \
+		--generate_baseline=docs/benchmark_generation_0.1.0.json \
 		--output=docs/benchmark_generation
 
 approximation: $(VENV)/installed
