@@ -141,8 +141,7 @@ class PerformerCausalLM(keras_hub.models.CausalLM):
         end (the generation loop feeds the rest one by one), and the hidden
         states of `token_ids`."""
         batch_size, length = ops.shape(token_ids)[0], ops.shape(token_ids)[1]
-        index = ops.min(ops.sum(ops.cast(padding_mask, "int32"), axis=-1))
-        seen = ops.arange(length)[None, :] < index
+        seen = ops.arange(length)[None, :] < first_generated(padding_mask)
         seen = ops.broadcast_to(seen, (batch_size, length))
         cache = self.get_initial_cache(batch_size)
         _, hidden_states, cache = self.call_with_cache(
@@ -157,7 +156,7 @@ class PerformerCausalLM(keras_hub.models.CausalLM):
         token_ids, padding_mask = inputs["token_ids"], inputs["padding_mask"]
         padding_mask = ops.cast(padding_mask, "bool")
         hidden_states, cache = self._build_cache(token_ids, padding_mask)
-        index = ops.min(ops.sum(ops.cast(padding_mask, "int32"), axis=-1))
+        index = first_generated(padding_mask)
 
         def next_token_logits(prompt, cache, index):
             # Feeds the token before `index`; the cache does not absorb a
@@ -271,3 +270,9 @@ class PerformerCausalLM(keras_hub.models.CausalLM):
                 "are right-padded). Received: padding_mask[..., 0]="
                 f"{np.ravel(mask[..., 0]).tolist()}"
             )
+
+
+def first_generated(padding_mask):
+    """The position where generation starts: the end of the shortest of
+    the right-padded prompts (the loop feeds the longer ones' rest)."""
+    return ops.min(ops.sum(ops.cast(padding_mask, "int32"), axis=-1))

@@ -60,7 +60,6 @@ class PerformerTextClassifierPreprocessor(
         **kwargs,
     ):
         check_positive_int("sequence_length", sequence_length)
-        kwargs.pop("truncate", None)  # One text per example: nothing to share.
         super().__init__(
             tokenizer=tokenizer, sequence_length=sequence_length, **kwargs
         )
@@ -97,7 +96,7 @@ class PerformerTextClassifierPreprocessor(
 
     def get_config(self):
         config = super().get_config()
-        config.pop("truncate", None)
+        config.pop("truncate")  # One text per example: nothing to share.
         config.update(self._special_token_config())
         return config
 
