@@ -14,6 +14,7 @@ from keras_performer.models import PerformerCausalLMPreprocessor
 from keras_performer.models import PerformerTextClassifier
 from keras_performer.models import PerformerTextClassifierPreprocessor
 from keras_performer.models import PerformerTokenizer
+from keras_performer.utils import convert_to_performer
 from keras_performer.utils import transfer_weights
 
 __version__ = "0.2.0"
@@ -40,6 +41,7 @@ __all__ = [
     "PerformerTextClassifierPreprocessor",
     "PerformerTokenizer",
     "callbacks",
+    "convert_to_performer",
     "layers",
     "models",
     "ops",

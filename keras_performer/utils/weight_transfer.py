@@ -77,6 +77,13 @@ def _transfer(source, target):
         ):
             _transfer(source_layer, target_layer)
         return
+    transfer_layer_weights(source, target)
+
+
+def transfer_layer_weights(source, target):
+    """Copies the weights of one layer into its copy or its Performer
+    counterpart (whose random features stay); raises `ValueError` when
+    `target` is neither or the weight shapes differ."""
     performer = _performer_class(source)
     if not isinstance(target, performer or type(source)):
         raise ValueError(

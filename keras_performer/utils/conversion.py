@@ -1,0 +1,294 @@
+"""`convert_to_performer`: a trained Transformer with FAVOR+ attention."""
+
+import itertools
+
+import keras
+import keras_hub
+
+from keras_performer.layers import performer_options as options_lib
+from keras_performer.layers.performer_attention import PerformerAttention
+from keras_performer.layers.performer_block import SEEDS_PER_BLOCK
+from keras_performer.layers.performer_decoder import PerformerDecoder
+from keras_performer.layers.performer_encoder import PerformerEncoder
+from keras_performer.models import converted_models
+from keras_performer.models.performer_backbone import PerformerBackbone
+from keras_performer.models.performer_causal_lm import PerformerCausalLM
+from keras_performer.ops.projection import concrete_seed
+from keras_performer.utils.weight_transfer import transfer_layer_weights
+
+# Exact-attention layer classes (these classes, not their subclasses, whose
+# calls may differ) and the Performer class that replaces each.
+_REPLACEMENTS = {
+    keras.layers.MultiHeadAttention: PerformerAttention,
+    keras_hub.layers.CachedMultiHeadAttention: PerformerAttention,
+    keras_hub.layers.TransformerEncoder: PerformerEncoder,
+    keras_hub.layers.TransformerDecoder: PerformerDecoder,
+}
+
+
+def convert_to_performer(model, **performer_options):
+    """Returns a copy of a trained Transformer with Performer attention.
+
+    Every weight is copied; the random features are drawn from `seed`. This
+    is the paper's backward compatibility (Sec. 4.2): the converted model
+    approximates the original, and a short fine-tuning brings it back to
+    its accuracy, now in time and memory linear in the sequence length.
+    The original model is left unchanged (a task's preprocessor, which has
+    no weights, is shared).
+
+    It takes:
+
+    - `keras_hub.models.GPT2Backbone`, which becomes a
+      `keras_performer.PerformerBackbone`, and `GPT2CausalLM`, which
+      becomes a `keras_performer.PerformerCausalLM` with GPT-2's
+      preprocessor: `generate` keeps taking strings and decodes with a
+      cache of constant size.
+    - The keras-hub backbones whose blocks are
+      `keras_hub.layers.TransformerEncoder` (`BertBackbone`,
+      `RobertaBackbone`, `XLMRobertaBackbone`, `DistilBertBackbone`,
+      `ElectraBackbone`, `AlbertBackbone`) and their tasks (e.g.
+      `BertTextClassifier`, `BertMaskedLM`): each becomes its subclass
+      `Performer<Name>` (e.g. `PerformerBertTextClassifier`), whose blocks
+      are `keras_performer.PerformerEncoder`, with the same preprocessor.
+    - A `keras.Sequential` or Functional model (nested ones too) with
+      `keras.layers.MultiHeadAttention`, `keras_hub.layers.
+      TransformerEncoder` or `TransformerDecoder` layers: the same model
+      with `PerformerAttention`, `PerformerEncoder` or `PerformerDecoder`.
+
+    Converted models save and load like any Keras or keras-hub model
+    (`save_to_preset` and `from_preset` for keras-hub ones).
+
+    Args:
+        model: a built model, as above.
+        **performer_options: the Performer options of
+            `keras_performer.PerformerAttention` (`num_random_features`,
+            `feature_map`, `seed`, ...); the `i`-th attention layer or
+            block of the model is seeded `seed + 2 * i`.
+
+    Returns:
+        The converted model, built, with the original's weights.
+
+    Raises:
+        ValueError: for an unbuilt or subclassed model, unknown options, a
+            model that already has Performer attention, or one whose
+            attention cannot be converted (grouped-query attention, as in
+            Llama or Gemma, or any other attention class): the message
+            names the first such layer and its class.
+
+    Example:
+
+    >>> inputs = keras.Input((16, 8))
+    >>> outputs = keras.layers.MultiHeadAttention(2, 4)(inputs, inputs)
+    >>> exact = keras.Model(inputs, outputs)
+    >>> performer = keras_performer.convert_to_performer(
+    ...     exact, num_random_features=64, seed=1
+    ... )
+    >>> type(performer.layers[1]).__name__
+    'PerformerAttention'
+
+    References:
+        - [Choromanski et al., 2021](https://arxiv.org/abs/2009.14794)
+    """
+    options = _checked_options(performer_options)
+    if not model.built:
+        raise ValueError(
+            "`model` must be built (called once, or made with an `Input`) "
+            f"before it can be converted. Received: {model.name} (not built)"
+        )
+    if not isinstance(model, keras.Model) or not (
+        _is_graph_model(model) or _is_hub_model(model)
+    ):
+        raise ValueError(
+            "`convert_to_performer` takes keras-hub models and Sequential "
+            "or Functional models; a subclassed model's layers cannot be "
+            "replaced from outside. Build its attention with "
+            "`keras_performer.PerformerAttention` and copy the weights with "
+            "`keras_performer.transfer_weights`. Received: "
+            f"{model.name} ({type(model).__name__})"
+        )
+    _check_convertible(model)
+    converted = _convert(model, options)
+    _copy_weights(model, converted)
+    return converted
+
+
+def _checked_options(performer_options):
+    remaining = dict(performer_options)
+    options = options_lib.pop_performer_options(remaining)
+    if remaining:
+        raise ValueError(
+            "Unrecognized arguments (not Performer options): "
+            f"{sorted(remaining)}. The options are: "
+            f"{list(options_lib.DEFAULTS)}"
+        )
+    options["seed"] = concrete_seed(options["seed"])
+    return options
+
+
+def _is_graph_model(model):
+    """Whether `model` is a Sequential or Functional model, whose layers a
+    clone can replace."""
+    return isinstance(model, keras.Sequential) or type(model).__name__ == (
+        "Functional"
+    )
+
+
+def _is_performer(layer):
+    return type(layer).__module__.startswith("keras_performer")
+
+
+def _is_attention(layer):
+    return isinstance(layer, keras.layers.MultiHeadAttention) or (
+        "attention" in type(layer).__name__.lower()
+    )
+
+
+def _check_convertible(model):
+    """Raises `ValueError` naming the first attention layer that would stay
+    exact, or when the model has no attention to convert."""
+    if _is_performer(model):
+        raise ValueError(
+            "The model already has Performer attention. Received: "
+            f"{model.name} ({type(model).__name__})"
+        )
+    hub_converter = _hub_converter(model)
+    found = []
+
+    def visit(layer, path):
+        if _is_performer(layer):
+            raise ValueError(
+                f"Layer {path} already has Performer attention. Received: "
+                f"{type(layer).__name__} in {model.name}"
+            )
+        convertible = type(layer) in _REPLACEMENTS
+        if _is_attention(layer) and not convertible:
+            supported = (
+                "the keras-hub models listed in `convert_to_performer`'s "
+                "documentation"
+                if hub_converter is None and _is_hub_model(model)
+                else "`keras.layers.MultiHeadAttention` and keras-hub's "
+                "`TransformerEncoder`, `TransformerDecoder` and "
+                "`CachedMultiHeadAttention`"
+            )
+            raise ValueError(
+                f"Cannot convert layer {path} ({type(layer).__name__}): "
+                f"this attention has no Performer counterpart here. "
+                f"Convertible: {supported}. Received: {model.name} "
+                f"({type(model).__name__})"
+            )
+        if convertible:
+            found.append(path)
+            return
+        for child in layer._flatten_layers(include_self=False, recursive=False):
+            visit(child, f"{path}/{child.name}")
+
+    visit(model, model.name)
+    if _is_hub_model(model) and hub_converter is None:
+        raise ValueError(
+            f"Cannot convert {type(model).__name__}: it is not among the "
+            "keras-hub models listed in `convert_to_performer`'s "
+            f"documentation. Received: {model.name}"
+        )
+    if not found:
+        raise ValueError(
+            "The model has no attention layer to convert. Received: "
+            f"{model.name} ({type(model).__name__})"
+        )
+
+
+def _is_hub_model(model):
+    return isinstance(model, (keras_hub.models.Backbone, keras_hub.models.Task))
+
+
+def _hub_converter(model):
+    """The function that converts a keras-hub model, or `None`."""
+    if type(model) is keras_hub.models.GPT2Backbone:
+        return _gpt2_backbone
+    if type(model) is keras_hub.models.GPT2CausalLM:
+        return _gpt2_causal_lm
+    if converted_models.performer_class(type(model)) is not None:
+        if isinstance(model, keras_hub.models.Task):
+            return _encoder_task
+        return _encoder_backbone
+    return None
+
+
+def _convert(model, options):
+    converter = _hub_converter(model)
+    if converter is not None:
+        return converter(model, options)
+    seeds = itertools.count(options["seed"], SEEDS_PER_BLOCK)
+    return _clone(model, options, seeds)
+
+
+def _clone(model, options, seeds):
+    """A Sequential or Functional model's clone, its attention replaced."""
+
+    def clone_layer(layer):
+        if _is_graph_model(layer):
+            return _clone(layer, options, seeds)
+        performer = _REPLACEMENTS.get(type(layer))
+        config = layer.get_config()
+        if performer is None:
+            return type(layer).from_config(config)
+        config.pop("seed", None)  # MultiHeadAttention's dropout seed.
+        return performer.from_config({**config, **options, "seed": next(seeds)})
+
+    return keras.models.clone_model(model, clone_function=clone_layer)
+
+
+def _gpt2_backbone(backbone, options):
+    block = backbone.transformer_layers[0]
+    return PerformerBackbone(
+        vocabulary_size=backbone.vocabulary_size,
+        num_layers=backbone.num_layers,
+        num_heads=backbone.num_heads,
+        hidden_dim=backbone.hidden_dim,
+        intermediate_dim=backbone.intermediate_dim,
+        max_sequence_length=backbone.max_sequence_length,
+        causal=True,
+        dropout=backbone.dropout,
+        activation=keras.activations.serialize(block.activation),
+        layer_norm_epsilon=block.layer_norm_epsilon,
+        **options,
+        dtype=backbone.dtype_policy,
+        name=backbone.name,
+    )
+
+
+def _gpt2_causal_lm(causal_lm, options):
+    return PerformerCausalLM(
+        backbone=_gpt2_backbone(causal_lm.backbone, options),
+        preprocessor=causal_lm.preprocessor,
+        name=causal_lm.name,
+    )
+
+
+def _encoder_backbone(backbone, options):
+    cls = converted_models.performer_class(type(backbone))
+    return cls.from_config({**backbone.get_config(), **options})
+
+
+def _encoder_task(task, options):
+    config = task.get_config()
+    config["backbone"] = _encoder_backbone(task.backbone, options)
+    config["preprocessor"] = task.preprocessor
+    return converted_models.performer_class(type(task)).from_config(config)
+
+
+def _copy_weights(source, target):
+    """Copies `source`'s weights into `target`, pairing the layers of
+    models by name."""
+    if not isinstance(source, keras.Model):
+        transfer_layer_weights(source, target)
+        return
+    targets = {layer.name: layer for layer in target.layers}
+    for layer in source.layers:
+        if not layer.weights:
+            continue
+        if layer.name not in targets:
+            raise ValueError(
+                f"Layer {layer.name} of {source.name} has no counterpart in "
+                f"the converted model. Received: layers {sorted(targets)}"
+            )
+        _copy_weights(layer, targets[layer.name])
