@@ -13,6 +13,7 @@ from keras_performer.layers.performer_encoder import PerformerEncoder
 from keras_performer.models import converted_models
 from keras_performer.models.performer_backbone import PerformerBackbone
 from keras_performer.models.performer_causal_lm import PerformerCausalLM
+from keras_performer.ops.checks import check_positive_int
 from keras_performer.ops.projection import concrete_seed
 from keras_performer.utils.weight_transfer import transfer_layer_weights
 
@@ -26,7 +27,7 @@ _REPLACEMENTS = {
 }
 
 
-def convert_to_performer(model, **performer_options):
+def convert_to_performer(model, max_sequence_length=None, **performer_options):
     """Returns a copy of a trained Transformer with Performer attention.
 
     Every weight is copied; the random features are drawn from `seed`. This
@@ -60,6 +61,12 @@ def convert_to_performer(model, **performer_options):
 
     Args:
         model: a built model, as above.
+        max_sequence_length: int. For the keras-hub models: the length of
+            the converted model's learned position embeddings, whose rows
+            repeat the original's (position `i` starts from the trained
+            position `i mod max_sequence_length`, the initialization of
+            Beltagy et al., 2020), and the sequence length of its
+            preprocessor (a copy). Defaults to `None` (the original's).
         **performer_options: the Performer options of
             `keras_performer.PerformerAttention` (`num_random_features`,
             `feature_map`, `seed`, ...); the `i`-th attention layer or
@@ -107,7 +114,16 @@ def convert_to_performer(model, **performer_options):
             f"{model.name} ({type(model).__name__})"
         )
     _check_convertible(model)
-    converted = _convert(model, options)
+    if max_sequence_length is not None:
+        check_positive_int("max_sequence_length", max_sequence_length)
+        if _hub_converter(model) is None:
+            raise ValueError(
+                "`max_sequence_length` applies to keras-hub models, whose "
+                "position embeddings it lengthens. Received: "
+                f"max_sequence_length={max_sequence_length} for {model.name} "
+                f"({type(model).__name__})"
+            )
+    converted = _convert(model, options, max_sequence_length)
     _copy_weights(model, converted)
     return converted
 
@@ -213,10 +229,10 @@ def _hub_converter(model):
     return None
 
 
-def _convert(model, options):
+def _convert(model, options, max_sequence_length):
     converter = _hub_converter(model)
     if converter is not None:
-        return converter(model, options)
+        return converter(model, options, max_sequence_length)
     seeds = itertools.count(options["seed"], SEEDS_PER_BLOCK)
     return _clone(model, options, seeds)
 
@@ -237,7 +253,7 @@ def _clone(model, options, seeds):
     return keras.models.clone_model(model, clone_function=clone_layer)
 
 
-def _gpt2_backbone(backbone, options):
+def _gpt2_backbone(backbone, options, max_sequence_length):
     block = backbone.transformer_layers[0]
     return PerformerBackbone(
         vocabulary_size=backbone.vocabulary_size,
@@ -245,7 +261,7 @@ def _gpt2_backbone(backbone, options):
         num_heads=backbone.num_heads,
         hidden_dim=backbone.hidden_dim,
         intermediate_dim=backbone.intermediate_dim,
-        max_sequence_length=backbone.max_sequence_length,
+        max_sequence_length=max_sequence_length or backbone.max_sequence_length,
         causal=True,
         dropout=backbone.dropout,
         activation=keras.activations.serialize(block.activation),
@@ -256,29 +272,52 @@ def _gpt2_backbone(backbone, options):
     )
 
 
-def _gpt2_causal_lm(causal_lm, options):
+def _gpt2_causal_lm(causal_lm, options, max_sequence_length):
     return PerformerCausalLM(
-        backbone=_gpt2_backbone(causal_lm.backbone, options),
-        preprocessor=causal_lm.preprocessor,
+        backbone=_gpt2_backbone(
+            causal_lm.backbone, options, max_sequence_length
+        ),
+        preprocessor=_preprocessor(causal_lm.preprocessor, max_sequence_length),
         name=causal_lm.name,
     )
 
 
-def _encoder_backbone(backbone, options):
+def _encoder_backbone(backbone, options, max_sequence_length):
+    config = {**backbone.get_config(), **options}
+    if max_sequence_length is not None:
+        config["max_sequence_length"] = max_sequence_length
     cls = converted_models.performer_class(type(backbone))
-    return cls.from_config({**backbone.get_config(), **options})
+    return cls.from_config(config)
 
 
-def _encoder_task(task, options):
+def _encoder_task(task, options, max_sequence_length):
     config = task.get_config()
-    config["backbone"] = _encoder_backbone(task.backbone, options)
-    config["preprocessor"] = task.preprocessor
+    config["backbone"] = _encoder_backbone(
+        task.backbone, options, max_sequence_length
+    )
+    config["preprocessor"] = _preprocessor(
+        task.preprocessor, max_sequence_length
+    )
     return converted_models.performer_class(type(task)).from_config(config)
+
+
+def _preprocessor(preprocessor, sequence_length):
+    """The task's preprocessor, or a copy of it (same tokenizer) with
+    another `sequence_length`."""
+    if preprocessor is None or sequence_length is None:
+        return preprocessor
+    config = preprocessor.get_config()
+    config["tokenizer"] = preprocessor.tokenizer
+    config["sequence_length"] = sequence_length
+    return type(preprocessor).from_config(config)
 
 
 def _copy_weights(source, target):
     """Copies `source`'s weights into `target`, pairing the layers of
     models by name."""
+    if isinstance(source, keras_hub.layers.PositionEmbedding):
+        _copy_positions(source, target)
+        return
     if not isinstance(source, keras.Model):
         transfer_layer_weights(source, target)
         return
@@ -292,3 +331,12 @@ def _copy_weights(source, target):
                 f"the converted model. Received: layers {sorted(targets)}"
             )
         _copy_weights(layer, targets[layer.name])
+
+
+def _copy_positions(source, target):
+    """Position embeddings, their rows repeated to the target's length."""
+    (source_weight,) = source.weights
+    (target_weight,) = target.weights
+    length = target_weight.shape[0]
+    rows = keras.ops.arange(length) % source_weight.shape[0]
+    target_weight.assign(keras.ops.take(source_weight, rows, axis=0))

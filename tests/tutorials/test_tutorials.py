@@ -85,8 +85,30 @@ def test_image_generation(tmp_path):
         assert os.path.exists(os.path.join(output_dir, name)), name
 
 
+def tiny_bert_preset(directory):
+    """A keras-hub BERT preset as the hub serves one (a backbone and its
+    tokenizer, no task), tiny and random: presets cannot be downloaded
+    here."""
+    import keras_hub
+
+    vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "the"]
+    keras_hub.models.BertBackbone(
+        vocabulary_size=len(vocabulary),
+        num_layers=1,
+        num_heads=2,
+        hidden_dim=16,
+        intermediate_dim=32,
+        max_sequence_length=32,
+    ).save_to_preset(directory)
+    keras_hub.models.BertTokenizer(vocabulary=vocabulary).save_to_preset(
+        directory
+    )
+    return directory
+
+
 def test_text_classification(tmp_path):
     output_dir = os.path.join(tmp_path, "out")
+    bert_preset = tiny_bert_preset(str(tmp_path / "bert_preset"))
     text = run_notebook(
         "text_classification.ipynb",
         dict(
@@ -96,14 +118,25 @@ def test_text_classification(tmp_path):
             SEQUENCE_LENGTH=32,
             **TINY_MODEL,
             TIMING_LENGTH=64,
+            BERT_PRESET=bert_preset,
+            CONVERSION_LENGTH=96,  # three times the preset's 32 positions
+            CONVERSION_BATCH_SIZE=4,
+            CONVERSION_STEPS=2,
             OUTPUT_DIR=output_dir,
         ),
         tmp_path,
         mock_examples=32,
     )
-    for words in ("Performer test accuracy:", "exact attention test accuracy:"):
+    for words in (
+        "Performer test accuracy:",
+        "exact attention test accuracy:",
+        "converted BERT test accuracy:",
+    ):
         assert 0 <= number_after(text, words) <= 1
+    assert "PerformerBertTextClassifier reads up to 96 tokens" in text
+    assert "reloaded as PerformerBertTextClassifier" in text
+    assert number_after(text, "its logits differ by at most") < 1e-5
     assert number_after(text, "differ by at most") < 1e-4
     assert number_after(text, "tokens: Performer") > 0
-    for name in ("comparison.png", "saved_model"):
+    for name in ("comparison.png", "saved_model", "performer_bert"):
         assert os.path.exists(os.path.join(output_dir, name)), name

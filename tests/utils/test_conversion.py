@@ -260,3 +260,32 @@ def test_bad_arguments():
         convert_to_performer(model)
     with pytest.raises(ValueError, match="built"):
         convert_to_performer(keras.Sequential([keras.layers.Dense(2)]))
+
+
+def test_longer_sequences_than_the_original_learned():
+    classifier = bert_classifier()
+    converted = convert_to_performer(classifier, max_sequence_length=80)
+    assert converted.backbone.max_sequence_length == 80
+    assert converted.preprocessor.sequence_length == 80
+    assert classifier.preprocessor.sequence_length == LENGTH
+    # The trained positions, repeated.
+    (source,) = classifier.backbone.position_embedding.weights
+    (target,) = converted.backbone.position_embedding.weights
+    np.testing.assert_array_equal(
+        np.asarray(target), np.tile(np.asarray(source), (3, 1))[:80]
+    )
+    long_text = " ".join(["a bad film"] * 20)  # 60 tokens and [CLS], [SEP].
+    assert (
+        converted.preprocessor([long_text])["padding_mask"].numpy().sum() == 62
+    )
+    assert np.all(np.isfinite(converted.predict([long_text], verbose=0)))
+    lm = convert_to_performer(gpt2_causal_lm(), max_sequence_length=64)
+    assert lm.backbone.max_sequence_length == 64
+    lm.compile(sampler="greedy")
+    assert lm.generate("ab a", max_length=40).startswith("ab a")
+    inputs = keras.Input((LENGTH, 8))
+    model = keras.Model(
+        inputs, keras.layers.MultiHeadAttention(2, 4)(inputs, inputs)
+    )
+    with pytest.raises(ValueError, match="keras-hub models"):
+        convert_to_performer(model, max_sequence_length=64)
