@@ -219,10 +219,12 @@ def main(argv):
     }
     print(f"exact: {results['exact']['bits_per_dim']:.4f} bits/dim")
 
-    checkpoints = [
-        max(1, round(float(fraction) * exact_steps))
-        for fraction in FLAGS.fractions
-    ]
+    checkpoints = sorted(
+        {
+            max(1, round(float(fraction) * exact_steps))
+            for fraction in FLAGS.fractions
+        }
+    )
     for feature_map in FLAGS.feature_maps:
         for num_features in map(int, FLAGS.num_random_features):
             name = f"{feature_map}, {num_features} features"

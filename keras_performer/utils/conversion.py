@@ -55,6 +55,10 @@ def convert_to_performer(model, max_sequence_length=None, **performer_options):
       `keras.layers.MultiHeadAttention`, `keras_hub.layers.
       TransformerEncoder` or `TransformerDecoder` layers: the same model
       with `PerformerAttention`, `PerformerEncoder` or `PerformerDecoder`.
+      A subclassed model too, when it can be made again from its config
+      and holds those layers as attributes (or in lists): it is made
+      again, the layers replaced, and built on the original's input
+      shape.
 
     Converted models save and load like any Keras or keras-hub model
     (`save_to_preset` and `from_preset` for keras-hub ones).
@@ -76,7 +80,7 @@ def convert_to_performer(model, max_sequence_length=None, **performer_options):
         The converted model, built, with the original's weights.
 
     Raises:
-        ValueError: for an unbuilt or subclassed model, unknown options, a
+        ValueError: for an unbuilt model, unknown options, a
             model that already has Performer attention, or one whose
             attention cannot be converted (grouped-query attention, as in
             Llama or Gemma, or any other attention class): the message
@@ -102,15 +106,9 @@ def convert_to_performer(model, max_sequence_length=None, **performer_options):
             "`model` must be built (called once, or made with an `Input`) "
             f"before it can be converted. Received: {model.name} (not built)"
         )
-    if not isinstance(model, keras.Model) or not (
-        _is_graph_model(model) or _is_hub_model(model)
-    ):
+    if not isinstance(model, keras.Model):
         raise ValueError(
-            "`convert_to_performer` takes keras-hub models and Sequential "
-            "or Functional models; a subclassed model's layers cannot be "
-            "replaced from outside. Build its attention with "
-            "`keras_performer.PerformerAttention` and copy the weights with "
-            "`keras_performer.transfer_weights`. Received: "
+            "`convert_to_performer` takes a model. Received: "
             f"{model.name} ({type(model).__name__})"
         )
     _check_convertible(model)
@@ -124,6 +122,7 @@ def convert_to_performer(model, max_sequence_length=None, **performer_options):
                 f"({type(model).__name__})"
             )
     converted = _convert(model, options, max_sequence_length)
+    _check_replaced(converted)
     _copy_weights(model, converted)
     return converted
 
@@ -212,6 +211,26 @@ def _check_convertible(model):
         )
 
 
+def _check_replaced(converted):
+    """Raises `ValueError` naming an exact attention layer that stayed in
+    the converted model (one inside a layer of the user's own class)."""
+
+    def visit(layer, path, parent):
+        if type(layer) in _REPLACEMENTS:
+            raise ValueError(
+                f"Cannot convert layer {path} ({type(layer).__name__}): it "
+                f"is inside {parent.name} ({type(parent).__name__}), whose "
+                "layers a conversion cannot replace (only those of models, "
+                "and the public attributes of subclassed models). Received: "
+                f"{converted.name}"
+            )
+        for child in layer._flatten_layers(include_self=False, recursive=False):
+            if not _is_performer(child):
+                visit(child, f"{path}/{child.name}", layer)
+
+    visit(converted, converted.name, converted)
+
+
 def _is_hub_model(model):
     return isinstance(model, (keras_hub.models.Backbone, keras_hub.models.Task))
 
@@ -234,7 +253,9 @@ def _convert(model, options, max_sequence_length):
     if converter is not None:
         return converter(model, options, max_sequence_length)
     seeds = itertools.count(options["seed"], SEEDS_PER_BLOCK)
-    return _clone(model, options, seeds)
+    if _is_graph_model(model):
+        return _clone(model, options, seeds)
+    return _rebuilt(model, options, seeds)
 
 
 def _clone(model, options, seeds):
@@ -243,14 +264,69 @@ def _clone(model, options, seeds):
     def clone_layer(layer):
         if _is_graph_model(layer):
             return _clone(layer, options, seeds)
-        performer = _REPLACEMENTS.get(type(layer))
-        config = layer.get_config()
+        performer = _performer_layer(layer, options, seeds)
         if performer is None:
-            return type(layer).from_config(config)
-        config.pop("seed", None)  # MultiHeadAttention's dropout seed.
-        return performer.from_config({**config, **options, "seed": next(seeds)})
+            return type(layer).from_config(layer.get_config())
+        return performer
 
     return keras.models.clone_model(model, clone_function=clone_layer)
+
+
+def _performer_layer(layer, options, seeds):
+    """The Performer layer that replaces `layer`, or `None`."""
+    performer = _REPLACEMENTS.get(type(layer))
+    if performer is None:
+        return None
+    config = layer.get_config()
+    config.pop("seed", None)  # MultiHeadAttention's dropout seed.
+    return performer.from_config({**config, **options, "seed": next(seeds)})
+
+
+def _rebuilt(model, options, seeds):
+    """A subclassed model made again from its config, its attention layers
+    (attributes, or items of list attributes) replaced before it is built,
+    then built on the original's input shape."""
+    try:
+        clone = type(model).from_config(model.get_config())
+    except (NotImplementedError, TypeError) as error:
+        raise ValueError(
+            "A subclassed model is converted by making it again from its "
+            "config (`get_config` and `from_config`), which failed: "
+            f"{error}. Received: {model.name} ({type(model).__name__})"
+        ) from error
+    _replace_attributes(clone, options, seeds)
+    build_config = model.get_build_config()
+    if build_config is None:
+        raise ValueError(
+            "A subclassed model must have been called (or built with an "
+            f"input shape) to be converted. Received: {model.name}"
+        )
+    clone.build_from_config(build_config)
+    return clone
+
+
+def _replace_attributes(layer, options, seeds):
+    for name, value in list(vars(layer).items()):
+        if name.startswith("_"):  # Keras's own, as the tracked layers.
+            continue
+        if isinstance(value, list):
+            for i, item in enumerate(value):
+                performer = _performer_layer(item, options, seeds)
+                if performer is not None:
+                    layer._tracker.replace_tracked_value(
+                        "layers", item, performer
+                    )
+                    list.__setitem__(value, i, performer)
+            continue
+        performer = _performer_layer(value, options, seeds)
+        if performer is not None:
+            # In the tracked layers, in the same place: the weights keep
+            # their order.
+            layer._tracker.replace_tracked_value("layers", value, performer)
+            object.__setattr__(layer, name, performer)
+    for child in layer._flatten_layers(include_self=False, recursive=False):
+        if not _is_performer(child):
+            _replace_attributes(child, options, seeds)
 
 
 def _gpt2_backbone(backbone, options, max_sequence_length):
@@ -320,6 +396,11 @@ def _copy_weights(source, target):
         return
     if not isinstance(source, keras.Model):
         transfer_layer_weights(source, target)
+        return
+    if not (_is_graph_model(source) or _is_hub_model(source)):
+        # A subclassed model made again: its layers in the same order.
+        for pair in zip(source.layers, target.layers, strict=True):
+            _copy_weights(*pair)
         return
     targets = {layer.name: layer for layer in target.layers}
     for layer in source.layers:

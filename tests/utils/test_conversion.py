@@ -166,6 +166,50 @@ def test_functional_and_sequential_models_with_multi_head_attention():
     assert many < few / 4
 
 
+class Subclassed(keras.Model):
+    """Attention as an attribute and blocks in a list."""
+
+    def __init__(self, num_heads=2, **kwargs):
+        super().__init__(**kwargs)
+        self.attention = keras.layers.MultiHeadAttention(num_heads, 8)
+        self.blocks = [
+            keras_hub.layers.TransformerEncoder(32, num_heads) for _ in range(2)
+        ]
+        self.head = keras.layers.Dense(4)
+
+    def call(self, x):
+        x = self.attention(x, x)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(x)
+
+
+def test_subclassed_models_made_again_with_performer_layers():
+    model = Subclassed()
+    rng = np.random.default_rng(2)
+    x = 0.3 * rng.normal(size=(2, LENGTH, 16)).astype("float32")
+    model(x)
+    converted = convert_to_performer(model, num_random_features=32, seed=0)
+    assert type(converted) is Subclassed
+    assert type(converted.attention).__name__ == "PerformerAttention"
+    assert [type(block).__name__ for block in converted.blocks] == [
+        "PerformerEncoder"
+    ] * 2
+    assert [int(layer.seed) for layer in converted.blocks] == [2, 4]
+    assert len(converted.weights) == len(model.weights) + 3 * 3
+    few, many = errors_at_few_and_many_features(model, x)
+    assert many < few / 4
+
+    class NoConfig(Subclassed):
+        def __init__(self, layer_list):
+            super().__init__()
+
+    unconfigurable = NoConfig([keras.layers.Dense(1)])
+    unconfigurable(x)
+    with pytest.raises(ValueError, match="from its config"):
+        convert_to_performer(unconfigurable)
+
+
 def test_gpt2_causal_lm_generates_strings_through_the_constant_cache():
     causal_lm = gpt2_causal_lm()
     inputs = token_inputs(len(BPE_VOCABULARY))
@@ -234,6 +278,19 @@ def test_unconvertible_attention_is_named():
     outputs = keras.layers.Attention(name="dot")([inputs, inputs])
     with pytest.raises(ValueError, match=r"dot \(Attention\)"):
         convert_to_performer(keras.Model(inputs, outputs))
+
+    class Wrapper(keras.layers.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.inner = keras.layers.MultiHeadAttention(2, 4, name="inner")
+
+        def call(self, x):
+            return self.inner(x, x)
+
+    inputs = keras.Input((LENGTH, 8))
+    wrapped = keras.Model(inputs, Wrapper(name="wrapper")(inputs))
+    with pytest.raises(ValueError, match=r"inner \(MultiHeadAttention\)"):
+        convert_to_performer(wrapped)
     dense = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     with pytest.raises(ValueError, match="no attention layer"):
         convert_to_performer(dense)
@@ -246,18 +303,6 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="already has Performer"):
         convert_to_performer(convert_to_performer(backbone))
 
-    class Subclassed(keras.Model):
-        def __init__(self):
-            super().__init__()
-            self.attention = keras.layers.MultiHeadAttention(2, 4)
-
-        def call(self, x):
-            return self.attention(x, x)
-
-    model = Subclassed()
-    model(np.zeros((1, 4, 8), "float32"))
-    with pytest.raises(ValueError, match="subclassed"):
-        convert_to_performer(model)
     with pytest.raises(ValueError, match="built"):
         convert_to_performer(keras.Sequential([keras.layers.Dense(2)]))
 
@@ -289,3 +334,40 @@ def test_longer_sequences_than_the_original_learned():
     )
     with pytest.raises(ValueError, match="keras-hub models"):
         convert_to_performer(model, max_sequence_length=64)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "AlbertBackbone",
+        "DistilBertBackbone",
+        "ElectraBackbone",
+        "RobertaBackbone",
+        "XLMRobertaBackbone",
+    ],
+)
+def test_other_keras_hub_encoders(name):
+    cls = getattr(keras_hub.models, name)
+    sizes = dict(num_layers=2, num_heads=2, hidden_dim=16, intermediate_dim=32)
+    sizes["max_sequence_length"] = 32
+    if name == "ElectraBackbone":
+        sizes.update(vocab_size=30, embedding_dim=8)
+    else:
+        sizes["vocabulary_size"] = 30
+    if name == "AlbertBackbone":
+        sizes.update(embedding_dim=8, num_groups=1, num_inner_repetitions=1)
+    backbone = cls(**sizes)
+    inputs = token_inputs(30, segments="segment_ids" in backbone.input)
+
+    def sequence_output(outputs):
+        if isinstance(outputs, dict):
+            outputs = outputs["sequence_output"]
+        return at_tokens(outputs, inputs)
+
+    converted = convert_to_performer(backbone, seed=0)
+    assert isinstance(converted, cls)
+    assert type(converted).__name__ == "Performer" + name
+    few, many = errors_at_few_and_many_features(
+        backbone, inputs, output=sequence_output
+    )
+    assert many < few / 4
