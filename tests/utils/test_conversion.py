@@ -145,7 +145,7 @@ def test_bert_backbone_keeps_its_class_with_performer_blocks():
     assert many < few / 4
 
 
-def test_functional_and_sequential_models_with_multi_head_attention():
+def test_functional_and_sequential_models_with_multi_head_attention(tmp_path):
     inputs = keras.Input((LENGTH, 16))
     x = keras.layers.MultiHeadAttention(2, 8)(inputs, inputs)
     nested = keras.Sequential(
@@ -164,6 +164,10 @@ def test_functional_and_sequential_models_with_multi_head_attention():
     x = 0.3 * rng.normal(size=(2, LENGTH, 16)).astype("float32")
     few, many = errors_at_few_and_many_features(model, x)
     assert many < few / 4
+    path = str(tmp_path / "converted.keras")
+    converted.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(loaded(x), converted(x), atol=1e-6)
 
 
 class Subclassed(keras.Model):
