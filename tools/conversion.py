@@ -132,14 +132,30 @@ def plot(results, path):
     import matplotlib.pyplot as plt
 
     fig, axis = plt.subplots(figsize=(6.4, 4.2))
+    # A colour per number of features, a line style per feature map.
+    counts = sorted(
+        {r["num_random_features"] for r in results["converted"].values()}
+    )
+    maps = list(
+        dict.fromkeys(r["feature_map"] for r in results["converted"].values())
+    )
     for name, run in results["converted"].items():
         steps, bits = zip(*run["bits_per_dim"], strict=True)
         # Step 0 drawn at 1 on the logarithmic axis, labelled 0.
-        axis.plot([max(s, 1) for s in steps], bits, marker="o", label=name)
+        axis.plot(
+            [max(s, 1) for s in steps],
+            bits,
+            marker="o",
+            color=f"C{counts.index(run['num_random_features'])}",
+            linestyle=("-", "--", ":", "-.")[
+                maps.index(run["feature_map"]) % 4
+            ],
+            label=name,
+        )
     axis.axhline(
         results["exact"]["bits_per_dim"],
         color="black",
-        linestyle="--",
+        linewidth=0.8,
         label="exact GPT-2 (trained)",
     )
     axis.axhline(

@@ -37,6 +37,10 @@ class FeatureRedraw(keras.callbacks.Callback):
     Args:
         interval: int. Training steps between redraws. Defaults to `1000`.
 
+    Attributes:
+        redraws: int. Redraws this callback has made (each of all the
+            layers at once), in every `fit` it served.
+
     Raises:
         ValueError: at the start of training, when the model has no
             Performer layer that may be redrawn.
@@ -61,6 +65,7 @@ class FeatureRedraw(keras.callbacks.Callback):
         super().__init__()
         check_positive_int("interval", interval)
         self.interval = interval
+        self.redraws = 0
         self._layers = []
         self._iterations = 0
         self._first_step = 0
@@ -90,6 +95,7 @@ class FeatureRedraw(keras.callbacks.Callback):
             self._sync_state()
             for layer in self._layers:
                 layer.redraw_features(self._iterations // self.interval)
+            self.redraws += 1
 
     def _sync_state(self):
         # JAX's `fit` holds the variables' values apart from the variables

@@ -105,6 +105,7 @@ def test_draw_number_follows_the_optimizer_iterations(steps_per_execution):
             projection, expected_projection(layer, draw)
         )
     assert draw_of(layer) == 8
+    assert callbacks[0].redraws == 8  # 24 steps, every 3
 
 
 def test_no_redraw_in_validation_evaluate_or_predict():

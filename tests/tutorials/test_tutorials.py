@@ -59,6 +59,11 @@ TINY_MODEL = dict(
 )
 
 
+def redraws(text):
+    """The number of redraws a notebook printed."""
+    return int(re.search(r"(\d+) redraws of the random features", text)[1])
+
+
 def number_after(text, words):
     return float(re.search(re.escape(words) + r"\s*([-+.e\d]+)", text).group(1))
 
@@ -79,6 +84,7 @@ def test_image_generation(tmp_path):
     )
     assert number_after(text, "baseline:") > 0
     assert number_after(text, "test:") > 0
+    assert redraws(text) == 2  # 16 digits in batches of 8, REDRAW_INTERVAL=1
     assert number_after(text, "differ by at most") < 1e-4
     assert number_after(text, "exact attention") > 0
     for name in ("samples.png", "completions.png", "saved_model"):
@@ -133,6 +139,7 @@ def test_text_classification(tmp_path):
         "converted BERT test accuracy:",
     ):
         assert 0 <= number_after(text, words) <= 1
+    assert redraws(text) == 4  # 32 reviews in batches of 8
     assert "PerformerBertTextClassifier reads up to 96 tokens" in text
     assert "reloaded as PerformerBertTextClassifier" in text
     assert number_after(text, "its logits differ by at most") < 1e-5
