@@ -7,6 +7,9 @@ from setuptools import find_packages
 from setuptools import setup
 
 HERE = pathlib.Path(__file__).parent
+# The one repository address: the notebooks' Colab badges and install cells
+# use it too (tests/tutorials/test_notebook_links.py).
+URL = "https://github.com/keras-performer/keras-performer"
 # The version is written once, in the package (setup.py cannot import it:
 # its dependencies may not be installed yet).
 VERSION = re.search(
@@ -48,17 +51,21 @@ setup(
     ),
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
+    url=URL,
+    project_urls={"Tutorials": URL + "/tree/main/tutorials"},
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["keras_performer", "keras_performer.*"]),
     # Keras and NumPy are the core; TensorFlow is the default backend and
     # the one of export, tf.distribute and the tutorials (keras-hub needs it
     # on Linux too, through tensorflow-text).
+    # Lower bounds only, at the oldest releases the tests have run on
+    # (keras-hub's practice): a runtime that has them (Colab) keeps its own.
     install_requires=[
-        "keras>=3.15,<3.16",
-        "keras-hub>=0.32,<0.33",
-        "numpy>=2,<3",
-        "tensorflow>=2.21,<2.22",
+        "keras>=3.15",
+        "keras-hub>=0.32",
+        "numpy>=2",
+        "tensorflow>=2.21",
     ],
     extras_require={
         **BACKENDS,

@@ -120,6 +120,7 @@ def test_text_classification(tmp_path):
         dict(
             TRAIN_EXAMPLES=32,
             TEST_EXAMPLES=16,
+            VALIDATION_EXAMPLES=8,
             VOCABULARY_SIZE=200,
             SEQUENCE_LENGTH=32,
             **TINY_MODEL,
@@ -139,11 +140,16 @@ def test_text_classification(tmp_path):
         "converted BERT test accuracy:",
     ):
         assert 0 <= number_after(text, words) <= 1
-    assert redraws(text) == 4  # 32 reviews in batches of 8
+    assert redraws(text) == 3  # 32 - 8 training reviews in batches of 8
     assert "PerformerBertTextClassifier reads up to 96 tokens" in text
     assert "reloaded as PerformerBertTextClassifier" in text
     assert number_after(text, "its logits differ by at most") < 1e-5
     assert number_after(text, "differ by at most") < 1e-4
     assert number_after(text, "tokens: Performer") > 0
-    for name in ("comparison.png", "saved_model", "performer_bert"):
+    for name in (
+        "comparison.png",
+        "learning_curves.png",
+        "saved_model",
+        "performer_bert",
+    ):
         assert os.path.exists(os.path.join(output_dir, name)), name
