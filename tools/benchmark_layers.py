@@ -21,7 +21,9 @@ def make_layer(config):
     keras.config.set_dtype_policy(FLAGS.dtype)
     common = {"num_heads": FLAGS.heads, "key_dim": FLAGS.dim}
     if config["method"] == "mha":
-        return keras.layers.MultiHeadAttention(**common)
+        return keras.layers.MultiHeadAttention(
+            flash_attention=FLAGS.flash_attention, **common
+        )
     return keras_performer.PerformerAttention(
         feature_map=config["feature_map"],
         num_random_features=FLAGS.features,
@@ -58,7 +60,9 @@ def _timed_function(config):
     def attention(x):
         x = keras.ops.cast(x, dtype)
         if config["method"] == "mha":
-            return keras.ops.dot_product_attention(x, x, x, is_causal=causal)
+            return keras.ops.dot_product_attention(
+                x, x, x, is_causal=causal, flash_attention=FLAGS.flash_attention
+            )
         return keras_performer.ops.favor_attention(
             x,
             x,

@@ -305,10 +305,40 @@ def _rebuilt(model, options, seeds):
     return clone
 
 
+def _public_attributes(layer):
+    """A layer's public attributes holding layers or lists of them, in the
+    order the layer tracked them (its constructor's). On PyTorch, sublayers
+    live in the module's `_modules`, not in the instance dict."""
+    names = {**vars(layer), **getattr(layer, "_modules", {})}
+    tracked = [id(sublayer) for sublayer in layer._layers]
+
+    def position(value):
+        first = value[0] if isinstance(value, list) and value else value
+        return tracked.index(id(first)) if id(first) in tracked else None
+
+    attributes = {
+        name: getattr(layer, name)
+        for name in names
+        if not name.startswith("_")  # Keras's own, as the tracked layers.
+    }
+    attributes = {
+        name: value
+        for name, value in attributes.items()
+        if position(value) is not None
+    }
+    return dict(sorted(attributes.items(), key=lambda item: position(item[1])))
+
+
+def _set_attribute(layer, name, value):
+    modules = getattr(layer, "_modules", None)
+    if modules is not None and name in modules:
+        modules[name] = value
+    else:
+        object.__setattr__(layer, name, value)
+
+
 def _replace_attributes(layer, options, seeds):
-    for name, value in list(vars(layer).items()):
-        if name.startswith("_"):  # Keras's own, as the tracked layers.
-            continue
+    for name, value in _public_attributes(layer).items():
         if isinstance(value, list):
             for i, item in enumerate(value):
                 performer = _performer_layer(item, options, seeds)
@@ -323,7 +353,7 @@ def _replace_attributes(layer, options, seeds):
             # In the tracked layers, in the same place: the weights keep
             # their order.
             layer._tracker.replace_tracked_value("layers", value, performer)
-            object.__setattr__(layer, name, performer)
+            _set_attribute(layer, name, performer)
     for child in layer._flatten_layers(include_self=False, recursive=False):
         if not _is_performer(child):
             _replace_attributes(child, options, seeds)

@@ -345,3 +345,24 @@ def test_generation_without_prefill(method):
     np.testing.assert_array_equal(generate(prompts), tokens)
     benchmark_generation.restore_prefill(model)
     np.testing.assert_array_equal(generate(prompts), with_prefill)
+
+
+@pytest.mark.slow
+def test_device_check_script_at_tiny_sizes(tmp_path):
+    # Its parts are the tools tested above; this runs their glue.
+    done = subprocess.run(
+        ["bash", os.path.join(ROOT, "tools", "device_check.sh")],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        env={
+            **os.environ,
+            "SMALL": "1",
+            "OUT": str(tmp_path / "device"),
+            "PY": sys.executable,
+        },
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    for name in ("layer", "op", "generation"):
+        assert (tmp_path / f"device_{name}.json").exists(), name
+    assert (tmp_path / "device_train_mirrored_xla.json").exists()
