@@ -67,7 +67,10 @@ def approximation_errors():
         errors = []
         for draw in range(FLAGS.draws):
             projection = ops.sample_projection_matrix(
-                m, FLAGS.dim, seed=draw, orthogonal=orthogonal
+                m,
+                FLAGS.dim,
+                seed=draw,
+                projection_coupling="orthogonal" if orthogonal else "iid",
             )
             out = ops.favor_attention(
                 query,

@@ -7,13 +7,15 @@ from keras_performer.ops.causal import DEFAULT_CHUNK_SIZE
 from keras_performer.ops.checks import check_positive_int
 from keras_performer.ops.checks import check_seed
 from keras_performer.ops.projection import PROJECTION_NORMS
+from keras_performer.ops.projection import check_projection_coupling
 from keras_performer.ops.projection import concrete_seed
+from keras_performer.ops.projection import coupling_from_orthogonal
 
 # Name: default, in the order of the layers' configs.
 DEFAULTS = {
     "feature_map": "softmax",
     "num_random_features": 256,
-    "orthogonal": True,
+    "projection_coupling": "orthogonal",
     "projection_norm": "chi",
     "chunk_size": DEFAULT_CHUNK_SIZE,
     "rotary_max_wavelength": None,
@@ -32,8 +34,13 @@ feature_map: str. Random feature map: `"softmax"` (positive random
 num_random_features: int. Rows `m` of each random projection; the
     feature map makes `m` features of them (`2m` for `"hyperbolic"` and
     `"trig"`). Defaults to `256`.
-orthogonal: bool. Whether projection rows are drawn in orthogonal blocks
-    (lower variance) rather than i.i.d. Defaults to `True`.
+projection_coupling: str. How the directions of each block of
+    `key_dim` projection rows are drawn together: `"orthogonal"` (lower
+    variance than i.i.d.), `"simplex"` (a rotated regular simplex, Reid et
+    al. 2023, lower still) or `"iid"`. The former boolean `orthogonal`
+    (`True`: `"orthogonal"`, `False`: `"iid"`) is still accepted, so
+    configs and `.keras` files that have it load. Defaults to
+    `"orthogonal"`.
 projection_norm: str. Row norms of the projection: `"chi"` (unbiased) or
     `"sqrt_d"` (lower variance). Defaults to `"chi"`.
 chunk_size: int. Tokens per chunk of the causal form (see
@@ -56,9 +63,13 @@ seed: int. Seed of the random projections and of dropout; each attention
 def pop_performer_options(kwargs):
     """Takes the Performer options out of a constructor's `kwargs`: a dict
     of all of them, defaults filled in, checked; raises `ValueError`."""
+    orthogonal = kwargs.pop("orthogonal", None)  # The former name.
     options = {
         name: kwargs.pop(name, default) for name, default in DEFAULTS.items()
     }
+    options["projection_coupling"] = coupling_from_orthogonal(
+        options["projection_coupling"], orthogonal
+    )
     check_performer_options(**options)
     return options
 
@@ -66,7 +77,7 @@ def pop_performer_options(kwargs):
 def check_performer_options(
     feature_map,
     num_random_features,
-    orthogonal,
+    projection_coupling,
     projection_norm,
     chunk_size,
     rotary_max_wavelength,
@@ -76,10 +87,7 @@ def check_performer_options(
     """Validates the Performer options; raises `ValueError`."""
     feature_maps.check_feature_map(feature_map)
     check_positive_int("num_random_features", num_random_features)
-    if not isinstance(orthogonal, bool):
-        raise ValueError(
-            f"`orthogonal` must be a bool. Received: orthogonal={orthogonal}"
-        )
+    check_projection_coupling(projection_coupling)
     if projection_norm not in PROJECTION_NORMS:
         raise ValueError(
             f"`projection_norm` must be one of {PROJECTION_NORMS}. "

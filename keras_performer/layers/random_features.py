@@ -11,7 +11,7 @@ from keras_performer.ops.projection import sample_projection_matrix
 class RandomFeatures:
     """Mixin of `PerformerAttention`: its random projection and redraws.
 
-    The layer sets `seed`, `num_random_features`, `orthogonal`,
+    The layer sets `seed`, `num_random_features`, `projection_coupling`,
     `projection_norm` and `redraw` (its Performer options) and calls
     `_build_random_features` in `build`.
     """
@@ -49,7 +49,7 @@ class RandomFeatures:
             shape[0],
             shape[1],
             seed=self.seed if seed is None else seed,
-            orthogonal=self.orthogonal,
+            projection_coupling=self.projection_coupling,
             projection_norm=self.projection_norm,
             draw=draw,
         )

@@ -14,7 +14,6 @@ models.
 import contextlib
 import inspect
 import sys
-from unittest import mock
 
 import keras
 import keras_hub
@@ -65,11 +64,20 @@ def _performer_blocks(cls, options):
         for module in _defining_modules(cls):
             if "TransformerEncoder" in vars(module):
                 stack.enter_context(
-                    mock.patch.object(
-                        module, "TransformerEncoder", performer_encoder
-                    )
+                    _replaced(module, "TransformerEncoder", performer_encoder)
                 )
         yield
+
+
+@contextlib.contextmanager
+def _replaced(module, name, value):
+    """`module.name` is `value` within this context."""
+    original = getattr(module, name)
+    setattr(module, name, value)
+    try:
+        yield
+    finally:
+        setattr(module, name, original)
 
 
 class _PerformerBackboneMixin:
@@ -134,14 +142,6 @@ def performer_class(source_cls):
     """The Performer class of a keras-hub encoder backbone or task class,
     or `None` when there is none."""
     return _PERFORMER_CLASSES.get(source_cls)
-
-
-def source_class(cls):
-    """The keras-hub class a Performer class was made from, or `None`."""
-    for source, performer in _PERFORMER_CLASSES.items():
-        if performer is cls:
-            return source
-    return None
 
 
 _register_all()

@@ -6,25 +6,14 @@ import keras
 import keras_hub
 
 from keras_performer.layers import performer_options as options_lib
-from keras_performer.layers.performer_attention import PerformerAttention
 from keras_performer.layers.performer_block import SEEDS_PER_BLOCK
-from keras_performer.layers.performer_decoder import PerformerDecoder
-from keras_performer.layers.performer_encoder import PerformerEncoder
 from keras_performer.models import converted_models
 from keras_performer.models.performer_backbone import PerformerBackbone
 from keras_performer.models.performer_causal_lm import PerformerCausalLM
 from keras_performer.ops.checks import check_positive_int
 from keras_performer.ops.projection import concrete_seed
+from keras_performer.utils.weight_transfer import PERFORMER_COUNTERPARTS
 from keras_performer.utils.weight_transfer import transfer_layer_weights
-
-# Exact-attention layer classes (these classes, not their subclasses, whose
-# calls may differ) and the Performer class that replaces each.
-_REPLACEMENTS = {
-    keras.layers.MultiHeadAttention: PerformerAttention,
-    keras_hub.layers.CachedMultiHeadAttention: PerformerAttention,
-    keras_hub.layers.TransformerEncoder: PerformerEncoder,
-    keras_hub.layers.TransformerDecoder: PerformerDecoder,
-}
 
 
 def convert_to_performer(model, max_sequence_length=None, **performer_options):
@@ -68,13 +57,16 @@ def convert_to_performer(model, max_sequence_length=None, **performer_options):
         max_sequence_length: int. For the keras-hub models: the length of
             the converted model's learned position embeddings, whose rows
             repeat the original's (position `i` starts from the trained
-            position `i mod max_sequence_length`, the initialization of
-            Beltagy et al., 2020), and the sequence length of its
-            preprocessor (a copy). Defaults to `None` (the original's).
+            position `i mod L`, `L` the original's number of positions:
+            the initialization of Beltagy et al., 2020), and the sequence
+            length of its preprocessor (a copy). Defaults to `None` (the
+            original's).
         **performer_options: the Performer options of
             `keras_performer.PerformerAttention` (`num_random_features`,
             `feature_map`, `seed`, ...); the `i`-th attention layer or
-            block of the model is seeded `seed + 2 * i`.
+            block of the model is seeded `seed + 2 * i`. Not
+            `rotary_max_wavelength`: the converted model keeps the
+            original's positions.
 
     Returns:
         The converted model, built, with the original's weights.
@@ -99,17 +91,18 @@ def convert_to_performer(model, max_sequence_length=None, **performer_options):
 
     References:
         - [Choromanski et al., 2021](https://arxiv.org/abs/2009.14794)
+        - [Beltagy et al., 2020](https://arxiv.org/abs/2004.05150)
     """
     options = _checked_options(performer_options)
+    if not isinstance(model, keras.Model):
+        raise ValueError(
+            "`convert_to_performer` takes a model. Received: "
+            f"{model!r} ({type(model).__name__})"
+        )
     if not model.built:
         raise ValueError(
             "`model` must be built (called once, or made with an `Input`) "
             f"before it can be converted. Received: {model.name} (not built)"
-        )
-    if not isinstance(model, keras.Model):
-        raise ValueError(
-            "`convert_to_performer` takes a model. Received: "
-            f"{model.name} ({type(model).__name__})"
         )
     _check_convertible(model)
     if max_sequence_length is not None:
@@ -135,6 +128,13 @@ def _checked_options(performer_options):
             "Unrecognized arguments (not Performer options): "
             f"{sorted(remaining)}. The options are: "
             f"{list(options_lib.DEFAULTS)}"
+        )
+    if options["rotary_max_wavelength"] is not None:
+        raise ValueError(
+            "A converted model keeps the positions it was trained with: "
+            "`rotary_max_wavelength` would change what its attention "
+            "computes. Received: rotary_max_wavelength="
+            f"{options['rotary_max_wavelength']}"
         )
     options["seed"] = concrete_seed(options["seed"])
     return options
@@ -175,7 +175,7 @@ def _check_convertible(model):
                 f"Layer {path} already has Performer attention. Received: "
                 f"{type(layer).__name__} in {model.name}"
             )
-        convertible = type(layer) in _REPLACEMENTS
+        convertible = type(layer) in PERFORMER_COUNTERPARTS
         if _is_attention(layer) and not convertible:
             supported = (
                 "the keras-hub models listed in `convert_to_performer`'s "
@@ -216,7 +216,7 @@ def _check_replaced(converted):
     the converted model (one inside a layer of the user's own class)."""
 
     def visit(layer, path, parent):
-        if type(layer) in _REPLACEMENTS:
+        if type(layer) in PERFORMER_COUNTERPARTS:
             raise ValueError(
                 f"Cannot convert layer {path} ({type(layer).__name__}): it "
                 f"is inside {parent.name} ({type(parent).__name__}), whose "
@@ -274,7 +274,8 @@ def _clone(model, options, seeds):
 
 def _performer_layer(layer, options, seeds):
     """The Performer layer that replaces `layer`, or `None`."""
-    performer = _REPLACEMENTS.get(type(layer))
+    # These classes exactly: a subclass's call may differ.
+    performer = PERFORMER_COUNTERPARTS.get(type(layer))
     if performer is None:
         return None
     config = layer.get_config()

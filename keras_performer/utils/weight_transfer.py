@@ -8,12 +8,14 @@ from keras_performer.layers.performer_attention import PerformerAttention
 from keras_performer.layers.performer_decoder import PerformerDecoder
 from keras_performer.layers.performer_encoder import PerformerEncoder
 
-# Exact-attention layer classes and the Performer class that replaces each.
-_REPLACEMENTS = (
-    (keras.layers.MultiHeadAttention, PerformerAttention),
-    (keras_hub.layers.TransformerEncoder, PerformerEncoder),
-    (keras_hub.layers.TransformerDecoder, PerformerDecoder),
-)
+# Exact-attention layer classes and the Performer class that replaces each
+# (here and in `convert_to_performer`).
+PERFORMER_COUNTERPARTS = {
+    keras.layers.MultiHeadAttention: PerformerAttention,
+    keras_hub.layers.CachedMultiHeadAttention: PerformerAttention,
+    keras_hub.layers.TransformerEncoder: PerformerEncoder,
+    keras_hub.layers.TransformerDecoder: PerformerDecoder,
+}
 
 
 def transfer_weights(source_model, target_model):
@@ -108,7 +110,7 @@ def transfer_layer_weights(source, target):
 
 
 def _performer_class(layer):
-    for exact_class, performer_class in _REPLACEMENTS:
+    for exact_class, performer_class in PERFORMER_COUNTERPARTS.items():
         if isinstance(layer, exact_class):
             return performer_class
     return None

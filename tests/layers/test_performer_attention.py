@@ -101,7 +101,7 @@ def test_config_round_trip():
         output_shape=5,
         feature_map="hyperbolic",
         num_random_features=64,
-        orthogonal=False,
+        projection_coupling="simplex",
         projection_norm="sqrt_d",
         chunk_size=32,
         seed=7,
@@ -113,7 +113,7 @@ def test_config_round_trip():
     for name in (
         "feature_map",
         "num_random_features",
-        "orthogonal",
+        "projection_coupling",
         "projection_norm",
         "chunk_size",
         "seed",

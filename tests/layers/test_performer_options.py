@@ -32,7 +32,7 @@ def test_every_class_takes_the_options_with_the_same_defaults(cls):
     options = {
         "feature_map": "hyperbolic",
         "num_random_features": 12,
-        "orthogonal": False,
+        "projection_coupling": "simplex",
         "projection_norm": "sqrt_d",
         "chunk_size": 4,
         "rotary_max_wavelength": 100,
@@ -61,6 +61,7 @@ def test_every_class_documents_every_option(cls):
     [
         ("feature_map", "laplace"),
         ("num_random_features", 0),
+        ("projection_coupling", "random"),
         ("orthogonal", "yes"),
         ("projection_norm", "l2"),
         ("chunk_size", -1),
@@ -78,3 +79,18 @@ def test_every_class_checks_every_option(cls, name, value):
 def test_a_misspelled_option_is_refused(cls):
     with pytest.raises(ValueError, match="num_random_feature"):
         cls(**CLASSES[cls], num_random_feature=8)
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=lambda cls: cls.__name__)
+def test_the_former_orthogonal_argument_still_loads(cls):
+    # Configs and .keras files written before `projection_coupling`.
+    for orthogonal, coupling in ((True, "orthogonal"), (False, "iid")):
+        layer = cls(**CLASSES[cls], orthogonal=orthogonal)
+        assert layer.projection_coupling == coupling
+        config = layer.get_config()
+        assert "orthogonal" not in config
+        config["orthogonal"] = orthogonal
+        del config["projection_coupling"]
+        assert cls.from_config(config).projection_coupling == coupling
+    with pytest.raises(ValueError, match="contradicts"):
+        cls(**CLASSES[cls], orthogonal=False, projection_coupling="simplex")

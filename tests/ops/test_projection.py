@@ -24,18 +24,23 @@ def test_sqrt_d_norms():
     np.testing.assert_allclose(np.linalg.norm(w, axis=1), 4.0, rtol=1e-5)
     w = np.asarray(
         sample_projection_matrix(
-            40, 16, seed=0, orthogonal=False, projection_norm="sqrt_d"
+            40, 16, seed=0, projection_coupling="iid", projection_norm="sqrt_d"
         )
     )
     np.testing.assert_allclose(np.linalg.norm(w, axis=1), 4.0, rtol=1e-5)
 
 
-@pytest.mark.parametrize("orthogonal", [True, False])
-def test_chi_norms_and_isotropy(orthogonal):
-    # chi(d) norms: E|w|^2 = d; uniform directions: E[w w^T] = I.
+@pytest.mark.parametrize("coupling", ["orthogonal", "simplex", "iid"])
+def test_chi_norms_and_isotropy(coupling):
+    # chi(d) norms: E|w|^2 = d; uniform directions: E[w w^T] = I. Each row
+    # is marginally Gaussian, whatever the coupling.
     w = np.asarray(
         sample_projection_matrix(
-            20000, 8, seed=1, orthogonal=orthogonal, projection_norm="chi"
+            20000,
+            8,
+            seed=1,
+            projection_coupling=coupling,
+            projection_norm="chi",
         )
     )
     np.testing.assert_allclose(np.mean(np.sum(w**2, axis=1)), 8.0, rtol=0.03)
@@ -79,3 +84,45 @@ def test_same_seed_same_matrix():
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         sample_projection_matrix(**kwargs)
+
+
+@pytest.mark.parametrize("num_random_features,dim", [(64, 16), (20, 8)])
+def test_simplex_blocks(num_random_features, dim):
+    w = np.asarray(
+        sample_projection_matrix(
+            num_random_features, dim, seed=3, projection_coupling="simplex"
+        )
+    )
+    assert w.shape == (num_random_features, dim)
+    for start in range(0, num_random_features, dim):
+        block = w[start : start + dim]
+        directions = block / np.linalg.norm(block, axis=1, keepdims=True)
+        gram = directions @ directions.T
+        # A regular simplex: unit vectors, inner products -1 / (d - 1).
+        expected = np.full_like(gram, -1 / (dim - 1))
+        np.fill_diagonal(expected, 1.0)
+        np.testing.assert_allclose(gram, expected, atol=1e-5)
+    again = sample_projection_matrix(
+        num_random_features, dim, seed=3, projection_coupling="simplex"
+    )
+    np.testing.assert_array_equal(np.asarray(again), w)
+
+
+def test_the_former_orthogonal_argument():
+    for orthogonal, coupling in ((True, "orthogonal"), (False, "iid")):
+        np.testing.assert_array_equal(
+            np.asarray(
+                sample_projection_matrix(24, 8, seed=2, orthogonal=orthogonal)
+            ),
+            np.asarray(
+                sample_projection_matrix(
+                    24, 8, seed=2, projection_coupling=coupling
+                )
+            ),
+        )
+    with pytest.raises(ValueError, match="contradicts"):
+        sample_projection_matrix(
+            8, 4, orthogonal=True, projection_coupling="iid"
+        )
+    with pytest.raises(ValueError, match="projection_coupling"):
+        sample_projection_matrix(8, 4, projection_coupling="antithetic")

@@ -304,6 +304,10 @@ def test_bad_arguments():
     backbone = gpt2_backbone()
     with pytest.raises(ValueError, match="num_features"):
         convert_to_performer(backbone, num_features=64)
+    with pytest.raises(ValueError, match="rotary_max_wavelength"):
+        convert_to_performer(backbone, rotary_max_wavelength=10000)
+    with pytest.raises(ValueError, match="takes a model"):
+        convert_to_performer(keras.layers.MultiHeadAttention(2, 4))
     with pytest.raises(ValueError, match="already has Performer"):
         convert_to_performer(convert_to_performer(backbone))
 
