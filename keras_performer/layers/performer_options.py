@@ -36,8 +36,9 @@ num_random_features: int. Rows `m` of each random projection; the
     `"trig"`). Defaults to `256`.
 projection_coupling: str. How the directions of each block of
     `key_dim` projection rows are drawn together: `"orthogonal"` (lower
-    variance than i.i.d.), `"simplex"` (a rotated regular simplex, Reid et
-    al. 2023, lower still) or `"iid"`. The former boolean `orthogonal`
+    variance than i.i.d.), `"simplex"` (a rotated regular simplex: a lower
+    mean squared error of the kernel estimate than orthogonal blocks in
+    Reid et al. 2023) or `"iid"`. The former boolean `orthogonal`
     (`True`: `"orthogonal"`, `False`: `"iid"`) is still accepted, so
     configs and `.keras` files that have it load. Defaults to
     `"orthogonal"`.

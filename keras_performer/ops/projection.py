@@ -46,8 +46,9 @@ def sample_projection_matrix(
         projection_coupling: str. How the directions of each block of
             `dim` rows are drawn together: `"orthogonal"` (exactly
             orthogonal, lower variance than i.i.d.), `"simplex"` (a rotated
-            regular simplex, lower still) or `"iid"` (independent Gaussian
-            rows). Defaults to `"orthogonal"`.
+            regular simplex: a lower mean squared error of the kernel
+            estimate than orthogonal blocks in Reid et al. 2023) or
+            `"iid"` (independent Gaussian rows). Defaults to `"orthogonal"`.
         projection_norm: str. Row norms: `"chi"` draws them from the chi(d)
             distribution, as the norms of Gaussian vectors (unbiased
             estimator), `"sqrt_d"` sets all of them to `sqrt(d)` (lower
