@@ -187,11 +187,11 @@ def main(argv):
     del argv
     train_sequences, test_sequences = load_sequences()
     train = inputs_and_labels(train_sequences)
-    test = tf.data.Dataset.from_tensor_slices(
-        inputs_and_labels(test_sequences)
-    ).batch(FLAGS.batch_size)
+    test_inputs, labels = inputs_and_labels(test_sequences)
+    test = tf.data.Dataset.from_tensor_slices((test_inputs, labels)).batch(
+        FLAGS.batch_size
+    )
     ink = (train[1].sum(axis=0) + 1) / (len(train[1]) + 2)
-    labels = inputs_and_labels(test_sequences)[1]
     baseline = float(
         -np.mean(labels * np.log2(ink) + (1 - labels) * np.log2(1 - ink))
     )

@@ -41,11 +41,11 @@ def _defining_modules(cls):
 def _builds_encoder_blocks(cls):
     """Whether a keras-hub backbone's blocks are keras-hub's
     `TransformerEncoder` and nothing else (no decoder blocks)."""
-    modules = _defining_modules(cls)
-    names = [vars(module) for module in modules]
+    namespaces = [vars(module) for module in _defining_modules(cls)]
     return any(
-        name.get("TransformerEncoder") is TransformerEncoder for name in names
-    ) and not any("TransformerDecoder" in name for name in names)
+        namespace.get("TransformerEncoder") is TransformerEncoder
+        for namespace in namespaces
+    ) and not any("TransformerDecoder" in namespace for namespace in namespaces)
 
 
 @contextlib.contextmanager

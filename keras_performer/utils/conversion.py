@@ -104,17 +104,21 @@ def convert_to_performer(model, max_sequence_length=None, **performer_options):
             "`model` must be built (called once, or made with an `Input`) "
             f"before it can be converted. Received: {model.name} (not built)"
         )
-    _check_convertible(model)
+    hub_converter = _hub_converter(model)
+    _check_convertible(model, hub_converter)
     if max_sequence_length is not None:
         check_positive_int("max_sequence_length", max_sequence_length)
-        if _hub_converter(model) is None:
+        if hub_converter is None:
             raise ValueError(
                 "`max_sequence_length` applies to keras-hub models, whose "
                 "position embeddings it lengthens. Received: "
                 f"max_sequence_length={max_sequence_length} for {model.name} "
                 f"({type(model).__name__})"
             )
-    converted = _convert(model, options, max_sequence_length)
+    if hub_converter is not None:
+        converted = hub_converter(model, options, max_sequence_length)
+    else:
+        converted = _convert_keras_model(model, options)
     _check_replaced(converted)
     _copy_weights(model, converted)
     return converted
@@ -158,15 +162,15 @@ def _is_attention(layer):
     )
 
 
-def _check_convertible(model):
+def _check_convertible(model, hub_converter):
     """Raises `ValueError` naming the first attention layer that would stay
-    exact, or when the model has no attention to convert."""
+    exact, or when the model has no attention to convert; `hub_converter`
+    is `_hub_converter(model)`."""
     if _is_performer(model):
         raise ValueError(
             "The model already has Performer attention. Received: "
             f"{model.name} ({type(model).__name__})"
         )
-    hub_converter = _hub_converter(model)
     found = []
 
     def visit(layer, path):
@@ -248,10 +252,8 @@ def _hub_converter(model):
     return None
 
 
-def _convert(model, options, max_sequence_length):
-    converter = _hub_converter(model)
-    if converter is not None:
-        return converter(model, options, max_sequence_length)
+def _convert_keras_model(model, options):
+    """A Sequential, Functional or subclassed model, converted."""
     seeds = itertools.count(options["seed"], SEEDS_PER_BLOCK)
     if _is_graph_model(model):
         return _clone(model, options, seeds)
@@ -310,24 +312,17 @@ def _public_attributes(layer):
     """A layer's public attributes holding layers or lists of them, in the
     order the layer tracked them (its constructor's). On PyTorch, sublayers
     live in the module's `_modules`, not in the instance dict."""
-    names = {**vars(layer), **getattr(layer, "_modules", {})}
-    tracked = [id(sublayer) for sublayer in layer._layers]
-
-    def position(value):
+    positions = {id(sublayer): i for i, sublayer in enumerate(layer._layers)}
+    found = []
+    # Names starting with "_" are Keras's own, as the tracked layers.
+    for name in {**vars(layer), **getattr(layer, "_modules", {})}:
+        if name.startswith("_"):
+            continue
+        value = getattr(layer, name)
         first = value[0] if isinstance(value, list) and value else value
-        return tracked.index(id(first)) if id(first) in tracked else None
-
-    attributes = {
-        name: getattr(layer, name)
-        for name in names
-        if not name.startswith("_")  # Keras's own, as the tracked layers.
-    }
-    attributes = {
-        name: value
-        for name, value in attributes.items()
-        if position(value) is not None
-    }
-    return dict(sorted(attributes.items(), key=lambda item: position(item[1])))
+        if id(first) in positions:
+            found.append((positions[id(first)], name, value))
+    return {name: value for _, name, value in sorted(found)}
 
 
 def _set_attribute(layer, name, value):
