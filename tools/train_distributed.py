@@ -71,6 +71,9 @@ flags.DEFINE_integer("num_layers", 2, "Decoder blocks.")
 flags.DEFINE_integer("num_heads", 4, "Attention heads.")
 flags.DEFINE_integer("hidden_dim", 64, "Model width.")
 flags.DEFINE_integer("num_random_features", 64, "FAVOR+ features.")
+flags.DEFINE_enum(
+    "feature_map", "softmax", keras_performer.ops.FEATURE_MAPS, "Feature map."
+)
 flags.DEFINE_integer("interval", 5, "Training steps between redraws.")
 flags.DEFINE_integer("steps_per_execution", 1, "Steps per compiled call.")
 flags.DEFINE_bool(
@@ -146,6 +149,7 @@ def make_model(strategy):
         intermediate_dim=2 * FLAGS.hidden_dim,
         max_sequence_length=FLAGS.sequence_length,
         num_random_features=FLAGS.num_random_features,
+        feature_map=FLAGS.feature_map,
         seed=FLAGS.seed,
     )
     model = keras_performer.models.PerformerCausalLM(backbone)

@@ -89,7 +89,8 @@ class AttentionCache:
         `attend_to_cache`: the sums `phi(K)^T [V, 1]` of its keys and values
         per head, `(batch, num_heads, num_features, value_dim + 3)` float32,
         a size that does not depend on the source length (a decoder's
-        cross-attention cache).
+        cross-attention cache). FAVOR++ and FAVOR# features take the
+        running moments (the queries are not known yet).
 
         Args:
             value: tensor `(batch, source_length, dim)`.
@@ -116,6 +117,7 @@ class AttentionCache:
             key_mask=masks.both(
                 masks.as_bool(value_mask), masks.as_bool(key_mask)
             ),
+            moments=self._running_moments(),
         )
 
     def attend_to_cache(self, query, cache, query_mask=None, training=None):
@@ -148,5 +150,6 @@ class AttentionCache:
             cache,
             self.projection_matrix,
             feature_map=self.feature_map,
+            moments=self._running_moments(),
         )
         return self._output(out, masks.as_bool(query_mask), gate, training)

@@ -10,6 +10,7 @@ from keras import ops
 from keras_performer.layers import mha_compatibility
 from keras_performer.layers import performer_options as options_lib
 from keras_performer.layers.attention_cache import AttentionCache
+from keras_performer.layers.kernel_moments import KernelMoments
 from keras_performer.layers.random_features import RandomFeatures
 from keras_performer.ops import causal
 from keras_performer.ops import favor
@@ -18,7 +19,9 @@ from keras_performer.ops import masks
 
 @options_lib.document
 @keras.saving.register_keras_serializable(package="keras_performer")
-class PerformerAttention(RandomFeatures, AttentionCache, keras.layers.Layer):
+class PerformerAttention(
+    RandomFeatures, KernelMoments, AttentionCache, keras.layers.Layer
+):
     """Multi-head attention with FAVOR+ random features (a Performer).
 
     Same arguments, call signature and trainable weights as
@@ -275,6 +278,7 @@ class PerformerAttention(RandomFeatures, AttentionCache, keras.layers.Layer):
             (query_shape[0], query_shape[1], self.num_heads, self.value_dim)
         )
         self._build_random_features(self.key_dim)
+        self._build_kernel_moments(self.num_heads, self.key_dim)
 
     def set_weights(self, weights):
         """Sets the weights from a list of arrays: the layer's own
@@ -419,6 +423,9 @@ class PerformerAttention(RandomFeatures, AttentionCache, keras.layers.Layer):
             is_causal,
             (ops.shape(query)[1], ops.shape(key)[1]),
         )
+        # The running moments learn from training calls, after their reads.
+        learn_moments = bool(training) and cache is None
+        moments_of_this_call = (query, key, query_valid, key_valid)
         if return_attention_scores:  # Quadratic: short inputs only.
             scores = favor.favor_attention_scores(
                 query,
@@ -426,6 +433,9 @@ class PerformerAttention(RandomFeatures, AttentionCache, keras.layers.Layer):
                 self.projection_matrix,
                 feature_map=self.feature_map,
                 mask=whole_mask(),
+                moments=self._scores_moments(
+                    query, key, query_valid, key_valid, is_causal, quadratic
+                ),
             )
             out = ops.einsum(
                 "bhts,bshd->bthd",
@@ -433,6 +443,8 @@ class PerformerAttention(RandomFeatures, AttentionCache, keras.layers.Layer):
                 ops.cast(value, "float32"),
             )
             out = self._output(out, query_valid, gate, training)
+            if learn_moments:
+                self._update_running_moments(*moments_of_this_call)
             return out, scores
 
         def masked():  # The quadratic form, under the whole mask.
@@ -443,6 +455,7 @@ class PerformerAttention(RandomFeatures, AttentionCache, keras.layers.Layer):
                 self.projection_matrix,
                 whole_mask(),
                 feature_map=self.feature_map,
+                moments=self._running_moments(),
             )
 
         # A mask that is not a padding pattern takes the quadratic form; the
@@ -451,7 +464,7 @@ class PerformerAttention(RandomFeatures, AttentionCache, keras.layers.Layer):
             out = masked()
         elif quadratic is None:
             out, state = self._linear_attention(
-                query, key, value, key_valid, is_causal, cache
+                query, key, value, query_valid, key_valid, is_causal, cache
             )
             cache = None if cache is None else state
         else:
@@ -459,11 +472,25 @@ class PerformerAttention(RandomFeatures, AttentionCache, keras.layers.Layer):
                 quadratic,
                 masked,
                 lambda: self._linear_attention(
-                    query, key, value, key_valid, is_causal, None
+                    query, key, value, query_valid, key_valid, is_causal, None
                 )[0],
             )
         out = self._output(out, query_valid, gate, training)
+        if learn_moments:
+            self._update_running_moments(*moments_of_this_call)
         return out if cache is None else (out, cache)
+
+    def _scores_moments(
+        self, query, key, query_valid, key_valid, is_causal, quadratic
+    ):
+        """The moments of the form the output takes (see `KernelMoments`),
+        for its attention scores."""
+        if is_causal or quadratic is True or self.query_key_moments is None:
+            return self._running_moments()
+        batch = self._batch_moments(query, key, query_valid, key_valid)
+        if quadratic is None:
+            return batch
+        return ops.where(quadratic, self._running_moments(), batch)
 
     def _output(self, out, query_valid, gate, training):
         """The heads' outputs `(batch, T, heads, value_dim)`, zero at padded
@@ -475,7 +502,9 @@ class PerformerAttention(RandomFeatures, AttentionCache, keras.layers.Layer):
             out = out * ops.cast(gate, out.dtype)
         return self._output_dense(out)
 
-    def _linear_attention(self, query, key, value, key_valid, is_causal, cache):
+    def _linear_attention(
+        self, query, key, value, query_valid, key_valid, is_causal, cache
+    ):
         """The linear forms of projected inputs, `(output, state)`: the
         causal one, from `cache` or from no state, or the bidirectional one
         (its state is `None`)."""
@@ -487,6 +516,7 @@ class PerformerAttention(RandomFeatures, AttentionCache, keras.layers.Layer):
                 self.projection_matrix,
                 feature_map=self.feature_map,
                 key_mask=key_valid,
+                moments=self._batch_moments(query, key, query_valid, key_valid),
             )
             return out, None
         if cache is None and key.shape[1] != query.shape[1]:
@@ -502,6 +532,7 @@ class PerformerAttention(RandomFeatures, AttentionCache, keras.layers.Layer):
             key_mask=key_valid,
             chunk_size=self.chunk_size,
             initial_state=cache,
+            moments=self._running_moments(),
         )
 
     def _output_dims(self, query_shape):

@@ -106,6 +106,8 @@ class PerformerDecoder(PerformerBlock):
             self._cross_attention_layer = self._attention(
                 hidden_dim, "cross_attention", seed_offset=1, rotary=False
             )
+            # Decoder queries come in order (FAVOR++ and FAVOR# moments).
+            self._cross_attention_layer.ordered_queries = True
             self._cross_attention_layer.build(shape, encoder_sequence_shape)
             self._cross_attention_layer_norm = self._layer_norm(
                 shape, "cross_attention_layer_norm"

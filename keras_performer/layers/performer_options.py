@@ -28,7 +28,13 @@ DEFAULTS = {
 DOCS = f"""\
 feature_map: str. Random feature map: `"softmax"` (positive random
     features, FAVOR+), `"hyperbolic"` (positive +/- features, lower
-    variance), `"trig"` (sin/cos features of the original FAVOR, can be
+    variance), `"optimal_positive"` (FAVOR++, Likhosherstov et al. 2022)
+    or `"dense_exponential"` (FAVOR#, Likhosherstov et al. 2023): positive
+    features whose parameters come from the moments of the queries and
+    keys (of each sequence in bidirectional attention; a running average
+    of the training batches, the `query_key_moments` weight, in causal
+    attention, decoding and other masks, so that no output depends on a
+    later token), `"trig"` (sin/cos features of the original FAVOR, can be
     unstable) or `"relu"` (generalized attention). Defaults to
     `"softmax"`.
 num_random_features: int. Rows `m` of each random projection; the

@@ -12,6 +12,8 @@ from keras_performer.ops.favor import masked_favor_attention
 from keras_performer.ops.feature_maps import FEATURE_MAPS
 from keras_performer.ops.feature_maps import POSITIVE_FEATURE_MAPS
 from keras_performer.ops.feature_maps import num_features
+from keras_performer.ops.feature_statistics import MOMENT_FEATURE_MAPS
+from keras_performer.ops.feature_statistics import query_key_moments
 from keras_performer.ops.projection import PROJECTION_NORMS
 from keras_performer.ops.projection import sample_projection_matrix
 
@@ -19,6 +21,7 @@ __all__ = [
     "attend_to_state",
     "DEFAULT_CHUNK_SIZE",
     "FEATURE_MAPS",
+    "MOMENT_FEATURE_MAPS",
     "POSITIVE_FEATURE_MAPS",
     "PROJECTION_NORMS",
     "causal_favor_attention",
@@ -29,5 +32,6 @@ __all__ = [
     "key_value_state",
     "masked_favor_attention",
     "num_features",
+    "query_key_moments",
     "sample_projection_matrix",
 ]

@@ -33,6 +33,7 @@ import keras
 from keras import ops
 
 from keras_performer.ops import feature_maps
+from keras_performer.ops import feature_statistics
 from keras_performer.ops.checks import check_attention_inputs
 from keras_performer.ops.checks import check_positive_int
 from keras_performer.ops.masks import lower_triangle
@@ -91,6 +92,7 @@ def causal_favor_attention(
     key_mask=None,
     chunk_size=DEFAULT_CHUNK_SIZE,
     initial_state=None,
+    moments=None,
 ):
     """Causal FAVOR attention that also returns the state after the inputs.
 
@@ -122,6 +124,13 @@ def causal_favor_attention(
             `128`.
         initial_state: optional state of the tokens before these, from
             `empty_state()` or an earlier call. Defaults to `None` (none).
+        moments: float32 tensor `(batch or 1, heads, 4, dim)`, from
+            `keras_performer.ops.query_key_moments`, needed by
+            `"optimal_positive"` and `"dense_exponential"`: fixed for the
+            whole sequence (and every call that continues it), since
+            moments of the sequence itself would let later tokens change
+            earlier outputs. Layers keep a running average of them.
+            Defaults to `None`.
 
     Returns:
         Tuple `(output, state)`: output of shape `(batch, length, heads,
@@ -132,6 +141,7 @@ def causal_favor_attention(
     query, key, value, key_mask = check_attention_inputs(
         query, key, value, key_mask, True, projection_matrix
     )
+    kernel = feature_statistics.kernel_of(feature_map, moments, query)
     value_dim = value.shape[-1]
     if initial_state is None:
         # Broadcast over the batch from `key`: its size may be unknown
@@ -163,6 +173,7 @@ def causal_favor_attention(
         key_mask,
         chunk_size,
         initial_state,
+        kernel,
     )
     return ops.cast(out, dtype), state
 
@@ -182,6 +193,7 @@ def _segments(
     key_mask,
     chunk_size,
     initial_state,
+    kernel,
 ):
     """The causal form over consecutive segments of `_SEGMENT_CHUNKS`
     chunks, in a loop that carries the state from each to the next. Each
@@ -202,11 +214,20 @@ def _segments(
     if key_mask is not None:
         # As floats: the rematerialized gradient covers every argument.
         inputs.append(to_segments(ops.cast(key_mask, "float32")))
+    # The projection and the kernel parameters are arguments, not captures:
+    # a rematerialized function may not capture tensors.
+    constants = [ops.convert_to_tensor(projection_matrix)]
+    if kernel is not None:
+        constants.extend(kernel)
 
-    # The projection is an argument, not a capture: a rematerialized
-    # function may not capture tensors.
     @keras.remat
-    def step(state, projection_matrix, query, key, value, *key_mask):
+    def step(state, *arguments):
+        projection_matrix, *arguments = arguments
+        step_kernel = None
+        if kernel is not None:
+            step_kernel = feature_statistics.KernelParameters(*arguments[:2])
+            arguments = arguments[2:]
+        query, key, value, *key_mask = arguments
         return _causal_form(
             query,
             key,
@@ -216,11 +237,11 @@ def _segments(
             ops.cast(key_mask[0], "bool") if key_mask else None,
             chunk_size,
             state,
+            step_kernel,
         )
 
-    projection_matrix = ops.convert_to_tensor(projection_matrix)
     state, outputs = _scan(
-        lambda state, inputs: step(state, projection_matrix, *inputs),
+        lambda state, inputs: step(state, *constants, *inputs),
         initial_state,
         inputs,
     )
@@ -281,9 +302,11 @@ def _causal_form(
     key_mask,
     chunk_size,
     initial_state,
+    kernel=None,
 ):
     """The chunked causal form of float32 inputs; see the module docstring.
-    Returns the float32 output and state."""
+    `kernel`: the `KernelParameters` of FAVOR++ and FAVOR#. Returns the
+    float32 output and state."""
     batch_size, length, num_heads, _ = ops.shape(key)
     if batch_size is None:  # Symbolic inputs: the reshapes infer it.
         batch_size = -1
@@ -308,9 +331,11 @@ def _causal_form(
     )
 
     query_parts = feature_maps.feature_parts(
-        query, projection_matrix, feature_map
+        query, projection_matrix, feature_map, kernel
     )
-    key_parts = feature_maps.feature_parts(key, projection_matrix, feature_map)
+    key_parts = feature_maps.feature_parts(
+        key, projection_matrix, feature_map, kernel, is_key=True
+    )
     state_log_scale = initial_state[:, :, :1, value_dim + 2]  # [B, H, 1]
     running_max, chunk_end_max = _stabilizers(
         key_parts, key_mask, state_log_scale, chunks

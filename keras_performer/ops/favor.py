@@ -7,6 +7,7 @@ from keras import ops
 
 from keras_performer.ops import causal
 from keras_performer.ops import feature_maps
+from keras_performer.ops import feature_statistics
 from keras_performer.ops.checks import check_attention_inputs
 from keras_performer.ops.masks import check_attention_mask
 from keras_performer.ops.masks import visible_keys
@@ -25,6 +26,7 @@ def favor_attention(
     is_causal=False,
     key_mask=None,
     chunk_size=causal.DEFAULT_CHUNK_SIZE,
+    moments=None,
 ):
     """Approximate softmax attention in linear time and memory (FAVOR+).
 
@@ -47,15 +49,22 @@ def favor_attention(
         projection_matrix: tensor `(num_random_features, dim)`, e.g. from
             `keras_performer.ops.sample_projection_matrix`.
         feature_map: str. `"softmax"` (positive features, FAVOR+),
-            `"hyperbolic"` (positive +/- features), `"trig"` (sin/cos, the
-            original FAVOR) or `"relu"` (generalized attention). Defaults to
-            `"softmax"`.
+            `"hyperbolic"` (positive +/- features), `"optimal_positive"`
+            (FAVOR++), `"dense_exponential"` (FAVOR#), `"trig"` (sin/cos,
+            the original FAVOR) or `"relu"` (generalized attention).
+            Defaults to `"softmax"`.
         is_causal: bool. Whether query `i` sees only keys `j <= i`.
             Defaults to `False`.
         key_mask: optional boolean tensor `(batch, source_length)`, `False`
             at padded keys. Defaults to `None`.
         chunk_size: int. Tokens per chunk of the causal form. Defaults to
             `128`.
+        moments: optional float32 tensor `(batch or 1, heads, 4, dim)`,
+            from `query_key_moments`: what `"optimal_positive"` and
+            `"dense_exponential"` choose their parameters from. Defaults to
+            `None`: the bidirectional form takes those of `query` and the
+            valid keys; the causal form needs them given (moments of the
+            whole sequence would let later tokens change earlier outputs).
 
     Returns:
         Tensor of shape `(batch, target_length, heads, value_dim)`, in the
@@ -81,23 +90,36 @@ def favor_attention(
             feature_map=feature_map,
             key_mask=key_mask,
             chunk_size=chunk_size,
+            moments=moments,
         )
         return out
     dtype = query.dtype
     query, key, value, key_mask = check_attention_inputs(
         query, key, value, key_mask, is_causal, projection_matrix
     )
+    kernel = feature_statistics.kernel_of(
+        feature_map, moments, query, key, key_mask
+    )
     values_keys, _ = _values_keys(
-        key, value, projection_matrix, feature_map, key_mask
+        key, value, projection_matrix, feature_map, key_mask, kernel
     )
     out = _attend(
-        query, ops.swapaxes(values_keys, 2, 3), projection_matrix, feature_map
+        query,
+        ops.swapaxes(values_keys, 2, 3),
+        projection_matrix,
+        feature_map,
+        kernel,
     )
     return ops.cast(out, dtype)
 
 
 def key_value_state(
-    key, value, projection_matrix, feature_map="softmax", key_mask=None
+    key,
+    value,
+    projection_matrix,
+    feature_map="softmax",
+    key_mask=None,
+    moments=None,
 ):
     """The sums `phi(K)^T [V, 1]` of a sequence's keys and values, per head:
     what bidirectional attention to it needs, in a size that does not
@@ -114,6 +136,10 @@ def key_value_state(
         feature_map: str. As in `favor_attention`. Defaults to `"softmax"`.
         key_mask: optional boolean tensor `(batch, source_length)`, `False`
             at padded keys. Defaults to `None`.
+        moments: float32 tensor `(batch or 1, heads, 4, dim)`, needed by
+            `"optimal_positive"` and `"dense_exponential"` (the queries
+            come later): the one `attend_to_state` gets. Defaults to
+            `None`.
 
     Returns:
         A float32 tensor `(batch, heads, num_features, value_dim + 3)`, as
@@ -133,7 +159,12 @@ def key_value_state(
         key, key, value, key_mask, False, projection_matrix
     )
     values_keys, log_scale = _values_keys(
-        key, value, projection_matrix, feature_map, key_mask
+        key,
+        value,
+        projection_matrix,
+        feature_map,
+        key_mask,
+        feature_statistics.kernel_of(feature_map, moments, key),
     )
     if key_mask is None:  # Counted, for lengths unknown until run.
         num_keys = ops.sum(ops.ones_like(key[:, :, :1, :1]), axis=1)
@@ -147,7 +178,9 @@ def key_value_state(
     )
 
 
-def attend_to_state(query, state, projection_matrix, feature_map="softmax"):
+def attend_to_state(
+    query, state, projection_matrix, feature_map="softmax", moments=None
+):
     """Bidirectional FAVOR attention of queries to the keys a state holds
     (from `key_value_state`, or `causal_favor_attention`).
 
@@ -159,6 +192,9 @@ def attend_to_state(query, state, projection_matrix, feature_map="softmax"):
             the state.
         feature_map: str. The feature map of the state. Defaults to
             `"softmax"`.
+        moments: float32 tensor `(batch or 1, heads, 4, dim)`, those of
+            the state, needed by `"optimal_positive"` and
+            `"dense_exponential"`. Defaults to `None`.
 
     Returns:
         Tensor of shape `(batch, target_length, heads, value_dim)`, in the
@@ -167,11 +203,17 @@ def attend_to_state(query, state, projection_matrix, feature_map="softmax"):
     dtype = query.dtype
     query = ops.cast(ops.convert_to_tensor(query), "float32")
     state = ops.cast(state, "float32")
-    out = _attend(query, state[..., :-2], projection_matrix, feature_map)
+    out = _attend(
+        query,
+        state[..., :-2],
+        projection_matrix,
+        feature_map,
+        feature_statistics.kernel_of(feature_map, moments, query),
+    )
     return ops.cast(out, dtype)
 
 
-def _values_keys(key, value, projection_matrix, feature_map, key_mask):
+def _values_keys(key, value, projection_matrix, feature_map, key_mask, kernel):
     """`[V, 1]^T K'` `[B, H, D + 1, F]` of float32 inputs `[B, L, H, ...]`,
     and the keys' stabilizer `[B, H, 1, 1]` (`None` for feature maps with
     no exponential factor).
@@ -184,7 +226,7 @@ def _values_keys(key, value, projection_matrix, feature_map, key_mask):
     Q' (K'^T [V, 1]). The products keep the `[L, F]` features
     untransposed, also in their gradients: `([V, 1]^T K')^T`."""
     key_parts = feature_maps.feature_parts(
-        heads_first(key), projection_matrix, feature_map
+        heads_first(key), projection_matrix, feature_map, kernel, is_key=True
     )
     mask = None if key_mask is None else key_mask[:, None, :]
     stabilizer = feature_maps.sequence_log_max(key_parts, mask)
@@ -195,12 +237,12 @@ def _values_keys(key, value, projection_matrix, feature_map, key_mask):
     return values_keys, stabilizer
 
 
-def _attend(query, sums, projection_matrix, feature_map):
+def _attend(query, sums, projection_matrix, feature_map, kernel):
     """`Q' S / Q' z` of float32 queries `[B, T, H, d]` and sums `[B, H, F,
     D + 1]` (`S` beside `z`): `[B, T, H, D]`."""
     query_features = feature_maps.query_features(
         feature_maps.feature_parts(
-            heads_first(query), projection_matrix, feature_map
+            heads_first(query), projection_matrix, feature_map, kernel
         )
     )
     numerator, denominator = ops.split(
@@ -217,6 +259,7 @@ def favor_attention_scores(
     is_causal=False,
     key_mask=None,
     mask=None,
+    moments=None,
 ):
     """The attention matrix implied by FAVOR features, normalized by row.
 
@@ -235,6 +278,9 @@ def favor_attention_scores(
             source_length)` or `(batch, 1 or heads, target_length,
             source_length)`, any mask (see `masked_favor_attention`), with
             `is_causal` and `key_mask`. Defaults to `None`.
+        moments: optional float32 tensor `(batch or 1, heads, 4, dim)`
+            (see `favor_attention`). Defaults to `None`: those of `query`
+            and the valid keys, unless `is_causal` (then needed).
 
     Returns:
         Tensor of shape `(batch, heads, target_length, source_length)`, in
@@ -252,13 +298,24 @@ def favor_attention_scores(
         visible = ops.logical_and(
             visible, mask[:, None] if len(mask.shape) == 3 else mask
         )
-    scores = _masked_scores(query, key, projection_matrix, feature_map, visible)
+    kernel = feature_statistics.kernel_of(
+        feature_map, moments, query, None if is_causal else key, key_mask
+    )
+    scores = _masked_scores(
+        query, key, projection_matrix, feature_map, visible, kernel
+    )
     total = ops.sum(scores, axis=-1, keepdims=True)
     return ops.cast(normalize(scores, total), dtype)
 
 
 def masked_favor_attention(
-    query, key, value, projection_matrix, mask, feature_map="softmax"
+    query,
+    key,
+    value,
+    projection_matrix,
+    mask,
+    feature_map="softmax",
+    moments=None,
 ):
     """FAVOR attention under any mask, applied exactly to the estimate.
 
@@ -283,6 +340,11 @@ def masked_favor_attention(
             `(batch, 1 or heads, target_length, source_length)`, `True`
             where a query sees a key.
         feature_map: str. As in `favor_attention`. Defaults to `"softmax"`.
+        moments: optional float32 tensor `(batch or 1, heads, 4, dim)`
+            (see `favor_attention`). Defaults to `None`: those of all the
+            queries and keys, which a query may not see: pass them for a
+            mask whose outputs must not depend on hidden tokens (a prefix
+            LM).
 
     Returns:
         Tensor of shape `(batch, target_length, heads, value_dim)`, in the
@@ -307,21 +369,28 @@ def masked_favor_attention(
     )
     if len(mask.shape) == 3:
         mask = mask[:, None]
-    scores = _masked_scores(query, key, projection_matrix, feature_map, mask)
+    scores = _masked_scores(
+        query,
+        key,
+        projection_matrix,
+        feature_map,
+        mask,
+        feature_statistics.kernel_of(feature_map, moments, query, key),
+    )
     numerator = ops.matmul(scores, heads_first(value))
     denominator = ops.sum(scores, axis=-1, keepdims=True)
     return ops.cast(heads_first(normalize(numerator, denominator)), dtype)
 
 
-def _masked_scores(query, key, projection_matrix, feature_map, mask):
+def _masked_scores(query, key, projection_matrix, feature_map, mask, kernel):
     """`phi(q_i) . phi(k_j)` where `mask` `[B, 1 or H, T, S]` is True, zero
     elsewhere, `[B, H, T, S]`, row `i` scaled by the largest stabilizer of
     the keys it sees (see `masked_favor_attention`)."""
     query_parts = feature_maps.feature_parts(
-        heads_first(query), projection_matrix, feature_map
+        heads_first(query), projection_matrix, feature_map, kernel
     )
     key_parts = feature_maps.feature_parts(
-        heads_first(key), projection_matrix, feature_map
+        heads_first(key), projection_matrix, feature_map, kernel, is_key=True
     )
     key_max = feature_maps.row_log_max(key_parts)  # [B, H, S, 1] or None
     key_features = feature_maps.features(key_parts, key_max)

@@ -16,6 +16,7 @@ import math
 
 from keras import ops
 
+from keras_performer.ops.feature_statistics import MOMENT_FEATURE_MAPS
 from keras_performer.ops.numerics import floored_max
 
 FeatureParts = collections.namedtuple(
@@ -89,6 +90,32 @@ def _trig_parts(x, projection_matrix):
     )
 
 
+def _optimal_positive_parts(x, projection_matrix, kernel, is_key):
+    # FAVOR++ (Likhosherstov et al. 2022, Sec. 3), after FAVOR#'s per-dim
+    # rescaling (ones for FAVOR++): D exp(A |w|^2 + B w.x - |x|^2 / 2) / sqrt(m)
+    # with B = sqrt(1 - 4A), D = (1 - 4A)^(d / 4); see feature_statistics.
+    if kernel is None:
+        raise ValueError(
+            "The feature maps of FAVOR++ and FAVOR# take parameters chosen "
+            "from the queries and keys. Received: kernel=None"
+        )
+    scale = ops.cast(kernel.query_scale, x.dtype)
+    x = ops.divide(x, scale) if is_key else ops.multiply(x, scale)
+    wx, half_squared_norm = _scaled(x, projection_matrix)
+    a = ops.cast(kernel.a, x.dtype)
+    num_rows, dim = projection_matrix.shape
+    squared_norms = ops.sum(ops.square(projection_matrix), axis=-1)
+    return FeatureParts(
+        logits=ops.sqrt(1 - 4 * a) * wx + a * squared_norms,
+        log_norm=(
+            -0.5 * math.log(num_rows)
+            + 0.25 * dim * ops.log(1 - 4 * a)
+            - half_squared_norm
+        ),
+        factor=None,
+    )
+
+
 def _relu_parts(x, projection_matrix):
     # Generalized attention (paper, Sec. 2.2) with f = relu, on unscaled x.
     scaled_projection = projection_matrix / math.sqrt(
@@ -108,10 +135,18 @@ _FEATURE_MAPS = {
     "hyperbolic": (_hyperbolic_parts, 2),
     "trig": (_trig_parts, 2),
     "relu": (_relu_parts, 1),
+    "optimal_positive": (_optimal_positive_parts, 1),
+    "dense_exponential": (_optimal_positive_parts, 1),
 }
 FEATURE_MAPS = tuple(_FEATURE_MAPS)
 # Kernels whose features are positive, so attention weights are too.
-POSITIVE_FEATURE_MAPS = ("softmax", "hyperbolic", "relu")
+POSITIVE_FEATURE_MAPS = (
+    "softmax",
+    "hyperbolic",
+    "relu",
+    "optimal_positive",
+    "dense_exponential",
+)
 
 
 def check_feature_map(feature_map):
@@ -122,11 +157,16 @@ def check_feature_map(feature_map):
         )
 
 
-def feature_parts(x, projection_matrix, feature_map):
-    """Returns the `FeatureParts` of `x` `[..., d]` for `feature_map`."""
+def feature_parts(x, projection_matrix, feature_map, kernel=None, is_key=False):
+    """Returns the `FeatureParts` of `x` `[B, H, L, d]` for `feature_map`;
+    FAVOR++ and FAVOR# also take their `KernelParameters` (`kernel`) and
+    whether `x` holds keys (`is_key`), which they scale the other way."""
     check_feature_map(feature_map)
     projection_matrix = ops.cast(projection_matrix, x.dtype)
-    return _FEATURE_MAPS[feature_map][0](x, projection_matrix)
+    parts = _FEATURE_MAPS[feature_map][0]
+    if feature_map in MOMENT_FEATURE_MAPS:
+        return parts(x, projection_matrix, kernel, is_key)
+    return parts(x, projection_matrix)
 
 
 def num_features(feature_map, num_random_features):

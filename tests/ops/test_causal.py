@@ -31,9 +31,16 @@ def test_equals_masked_quadratic_form(feature_map, chunk_size):
         is_causal=True,
         key_mask=key_mask,
         chunk_size=chunk_size,
+        moments=reference.fixed_moments(feature_map, q, k),
     )
     expected = reference.favor(
-        q, k, v, w, feature_map, reference.causal_mask(50, key_mask)
+        q,
+        k,
+        v,
+        w,
+        feature_map,
+        reference.causal_mask(50, key_mask),
+        moments=reference.fixed_moments(feature_map, q, k),
     )
     np.testing.assert_allclose(np.asarray(out), expected, atol=1e-5, rtol=1e-4)
 
@@ -85,31 +92,17 @@ def test_a_later_outlier_key_changes_no_earlier_output(
     q, k, v = random_inputs(11, length=40, scale=scale)
     w = sample_projection_matrix(32, 16, seed=0)
     position = 21  # inside a chunk, not at its start
-    base = np.asarray(
-        favor_attention(
-            q,
-            k,
-            v,
-            w,
-            feature_map=feature_map,
-            is_causal=True,
-            chunk_size=chunk_size,
-        )
+    options = dict(
+        feature_map=feature_map,
+        is_causal=True,
+        chunk_size=chunk_size,
+        moments=reference.fixed_moments(feature_map, q, k),
     )
+    base = np.asarray(favor_attention(q, k, v, w, **options))
     for outlier in outlier_keys(k, w, position):
         v_outlier = v.copy()
         v_outlier[:, position] = 1e4
-        out = np.asarray(
-            favor_attention(
-                q,
-                outlier,
-                v_outlier,
-                w,
-                feature_map=feature_map,
-                is_causal=True,
-                chunk_size=chunk_size,
-            )
-        )
+        out = np.asarray(favor_attention(q, outlier, v_outlier, w, **options))
         assert np.all(np.isfinite(out))
         np.testing.assert_allclose(
             out[:, :position], base[:, :position], rtol=1e-5, atol=1e-6
@@ -125,7 +118,14 @@ def test_no_gradient_from_the_future(feature_map):
     with tf.GradientTape(persistent=True) as tape:
         tape.watch([q, k, v])
         out = favor_attention(
-            q, k, v, w, feature_map=feature_map, is_causal=True, chunk_size=8
+            q,
+            k,
+            v,
+            w,
+            feature_map=feature_map,
+            is_causal=True,
+            chunk_size=8,
+            moments=reference.fixed_moments(feature_map, q, k),
         )
         loss = tf.reduce_sum(out[:, position] ** 2)
     for grad in tape.gradient(loss, [q, k, v]):
@@ -153,6 +153,7 @@ def test_gradients_finite_with_padding_and_outliers(feature_map):
             is_causal=True,
             key_mask=key_mask,
             chunk_size=8,
+            moments=reference.fixed_moments(feature_map, q, k),
         )
         loss = tf.reduce_sum(out**2)
     for grad in tape.gradient(loss, [q, k, v]):
@@ -163,8 +164,9 @@ def test_gradients_finite_with_padding_and_outliers(feature_map):
 def test_state_continues_the_sequence(feature_map):
     q, k, v = random_inputs(14, length=45)
     w = sample_projection_matrix(32, 16, seed=0)
+    moments = reference.fixed_moments(feature_map, q, k)
     full, full_state = causal_favor_attention(
-        q, k, v, w, feature_map=feature_map, chunk_size=16
+        q, k, v, w, feature_map=feature_map, chunk_size=16, moments=moments
     )
     state = empty_state(2, 2, num_features(feature_map, 32), 16)
     pieces = []
@@ -177,6 +179,7 @@ def test_state_continues_the_sequence(feature_map):
             feature_map=feature_map,
             chunk_size=16,
             initial_state=state,
+            moments=moments,
         )
         pieces.append(np.asarray(out))
     np.testing.assert_allclose(
@@ -194,8 +197,11 @@ def test_state_continues_the_sequence(feature_map):
 def test_token_by_token_decoding_equals_full_pass(feature_map):
     q, k, v = random_inputs(15, length=33)
     w = sample_projection_matrix(32, 16, seed=0)
+    moments = reference.fixed_moments(feature_map, q, k)
     full = np.asarray(
-        favor_attention(q, k, v, w, feature_map=feature_map, is_causal=True)
+        favor_attention(
+            q, k, v, w, feature_map=feature_map, is_causal=True, moments=moments
+        )
     )
     state = empty_state(2, 2, num_features(feature_map, 32), 16)
     outputs = []
@@ -207,6 +213,7 @@ def test_token_by_token_decoding_equals_full_pass(feature_map):
             w,
             feature_map=feature_map,
             initial_state=state,
+            moments=moments,
         )
         outputs.append(np.asarray(out))
     np.testing.assert_allclose(
@@ -289,9 +296,15 @@ def test_compiled_equals_eager(length):
 
 
 @pytest.mark.parametrize(
-    "length, chunk_size", [(300, 2), (1100, 1), (1100, 32)]
+    "length, chunk_size, feature_map",
+    [
+        (300, 2, "softmax"),
+        (300, 2, "dense_exponential"),
+        (1100, 1, "softmax"),
+        (1100, 32, "softmax"),
+    ],
 )
-def test_many_chunks_equal_the_quadratic_form(length, chunk_size):
+def test_many_chunks_equal_the_quadratic_form(length, chunk_size, feature_map):
     """Hundreds of chunks in segments that carry the state, and one pass of
     1,100 tokens in 35 chunks, with keys of growing norm (a log-scale that
     rises along the sequence) and padded keys across segment and chunk
@@ -301,19 +314,38 @@ def test_many_chunks_equal_the_quadratic_form(length, chunk_size):
     w = sample_projection_matrix(16, 16, seed=0)
     key_mask = np.ones((1, length), bool)
     key_mask[0, 30:90] = False
+    moments = reference.fixed_moments(feature_map, q, k)
     out, state = causal_favor_attention(
-        q, k, v, w, key_mask=key_mask, chunk_size=chunk_size
+        q,
+        k,
+        v,
+        w,
+        feature_map,
+        key_mask=key_mask,
+        chunk_size=chunk_size,
+        moments=moments,
     )
     expected = reference.favor(
-        q, k, v, w, "softmax", reference.causal_mask(length, key_mask)
+        q,
+        k,
+        v,
+        w,
+        feature_map,
+        reference.causal_mask(length, key_mask),
+        moments=moments,
     )
     np.testing.assert_allclose(np.asarray(out), expected, atol=1e-5, rtol=1e-4)
     assert float(state_length(state)[0]) == length - 60
 
 
 @pytest.mark.tensorflow
-@pytest.mark.parametrize("masked", [False, True])
-def test_segments_equal_one_pass_with_gradients(monkeypatch, masked):
+@pytest.mark.parametrize(
+    "masked, feature_map",
+    [(False, "softmax"), (True, "softmax"), (True, "dense_exponential")],
+)
+def test_segments_equal_one_pass_with_gradients(
+    monkeypatch, masked, feature_map
+):
     """Past 64 chunks the form runs in rematerialized segments: outputs,
     state and gradients are those of one pass, eager and compiled."""
     q, k, v = random_inputs(12, length=300)
@@ -321,6 +353,7 @@ def test_segments_equal_one_pass_with_gradients(monkeypatch, masked):
     key_mask = np.ones((2, 300), bool)
     if masked:
         key_mask[1, 100:180] = False
+    moments = reference.fixed_moments(feature_map, q, k)
 
     def outputs_and_gradients(q, k, v):
         with tf.GradientTape() as tape:
@@ -333,6 +366,8 @@ def test_segments_equal_one_pass_with_gradients(monkeypatch, masked):
                 key_mask=key_mask if masked else None,
                 chunk_size=2,
                 initial_state=None,
+                feature_map=feature_map,
+                moments=moments,
             )
             loss = tf.reduce_sum(out**2) + tf.reduce_sum(state[..., :-2])
         return [out, state] + tape.gradient(loss, [q, k, v])

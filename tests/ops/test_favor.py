@@ -149,8 +149,11 @@ def test_positive_features_are_positive(feature_map):
 def test_bidirectional_equals_quadratic_form(feature_map):
     q, k, v = random_inputs(3)
     w = sample_projection_matrix(32, 16, seed=0)
+    # FAVOR++ and FAVOR# from the moments of the inputs themselves.
     out = np.asarray(favor_attention(q, k, v, w, feature_map=feature_map))
-    expected = reference.favor(q, k, v, w, feature_map)
+    expected = reference.favor(
+        q, k, v, w, feature_map, moments=reference.moments(q, k)
+    )
     np.testing.assert_allclose(out, expected, atol=1e-5, rtol=1e-4)
 
 
@@ -160,9 +163,17 @@ def test_causal_rows_equal_bidirectional_prefixes(feature_map):
     # over positions 0..i.
     q, k, v = random_inputs(4, length=24)
     w = sample_projection_matrix(32, 16, seed=0)
+    moments = reference.fixed_moments(feature_map, q, k)
     causal = np.asarray(
         favor_attention(
-            q, k, v, w, feature_map=feature_map, is_causal=True, chunk_size=8
+            q,
+            k,
+            v,
+            w,
+            feature_map=feature_map,
+            is_causal=True,
+            chunk_size=8,
+            moments=moments,
         )
     )
     for i in (0, 7, 8, 15, 23):
@@ -173,6 +184,7 @@ def test_causal_rows_equal_bidirectional_prefixes(feature_map):
                 v[:, : i + 1],
                 w,
                 feature_map=feature_map,
+                moments=moments,
             )
         )
         np.testing.assert_allclose(
@@ -200,6 +212,9 @@ def test_padded_keys_change_nothing(feature_map, is_causal):
     key_mask = np.ones((2, 40), bool)
     key_mask[0, 30:] = False
     key_mask[1, 5:12] = False
+    # Bidirectional: the moments of the valid keys, which must not see the
+    # padding either; causal: fixed.
+    moments = reference.fixed_moments(feature_map, q, k) if is_causal else None
     outputs = []
     for junk in (0.0, 50.0):
         k_junk, v_junk = k.copy(), v.copy()
@@ -216,6 +231,7 @@ def test_padded_keys_change_nothing(feature_map, is_causal):
                     is_causal=is_causal,
                     key_mask=key_mask,
                     chunk_size=16,
+                    moments=moments,
                 )
             )
         )
@@ -254,18 +270,15 @@ def test_scores_times_values_is_the_output(feature_map, is_causal):
     w = sample_projection_matrix(32, 16, seed=0)
     key_mask = np.ones((2, 24), bool)
     key_mask[1, -5:] = False
-    scores = favor_attention_scores(
-        q, k, w, feature_map=feature_map, is_causal=is_causal, key_mask=key_mask
-    )
-    out = favor_attention(
-        q,
-        k,
-        v,
-        w,
+    moments = reference.fixed_moments(feature_map, q, k) if is_causal else None
+    options = dict(
         feature_map=feature_map,
         is_causal=is_causal,
         key_mask=key_mask,
+        moments=moments,
     )
+    scores = favor_attention_scores(q, k, w, **options)
+    out = favor_attention(q, k, v, w, **options)
     scores = np.asarray(scores)
     assert scores.shape == (2, 2, 24, 24)
     np.testing.assert_allclose(
@@ -293,7 +306,9 @@ def test_masked_form_equals_the_quadratic_form(feature_map, per_head):
             q, k, v, w, mask if per_head else mask[:, 0], feature_map
         )
     )
-    expected = reference.favor(q, k, v, w, feature_map, mask=mask)
+    expected = reference.favor(
+        q, k, v, w, feature_map, mask=mask, moments=reference.moments(q, k)
+    )
     tolerance = 1e-3 if feature_map == "trig" else 1e-5
     np.testing.assert_allclose(out, expected, atol=tolerance, rtol=1e-4)
     np.testing.assert_array_equal(out[0, 4], 0.0)
@@ -308,13 +323,23 @@ def test_masked_form_of_a_padding_pattern_is_the_linear_form(
     w = sample_projection_matrix(32, 16, seed=0)
     key_mask = np.ones((2, 24), bool)
     key_mask[1, -5:] = False
+    moments = reference.fixed_moments(feature_map, q, k)
     linear = favor_attention(
-        q, k, v, w, feature_map, is_causal=is_causal, key_mask=key_mask
+        q,
+        k,
+        v,
+        w,
+        feature_map,
+        is_causal=is_causal,
+        key_mask=key_mask,
+        moments=moments,
     )
     pattern = np.broadcast_to(key_mask[:, None, :], (2, 24, 24))
     if is_causal:
         pattern = pattern & np.tril(np.ones((24, 24), bool))
-    masked = masked_favor_attention(q, k, v, w, pattern, feature_map)
+    masked = masked_favor_attention(
+        q, k, v, w, pattern, feature_map, moments=moments
+    )
     tolerance = 1e-3 if feature_map == "trig" else 2e-5
     np.testing.assert_allclose(masked, linear, atol=tolerance, rtol=1e-4)
 
@@ -326,10 +351,16 @@ def test_a_key_no_query_sees_changes_nothing(feature_map):
     q, k, v = random_inputs(9, length=16)
     w = sample_projection_matrix(32, 16, seed=0)
     mask = np.tril(np.ones((16, 16), bool))[None].repeat(2, 0)
-    out = np.asarray(masked_favor_attention(q, k, v, w, mask, feature_map))
+    # Fixed moments: those of all the keys would see the hidden one.
+    moments = reference.fixed_moments(feature_map, q, k)
+    out = np.asarray(
+        masked_favor_attention(q, k, v, w, mask, feature_map, moments=moments)
+    )
     far = k.copy()
     far[:, -1] *= 30.0
-    changed = masked_favor_attention(q, far, v, w, mask, feature_map)
+    changed = masked_favor_attention(
+        q, far, v, w, mask, feature_map, moments=moments
+    )
     np.testing.assert_allclose(
         np.asarray(changed)[:, :-1], out[:, :-1], atol=1e-5, rtol=1e-4
     )
@@ -343,26 +374,40 @@ def test_attention_to_a_key_value_state_is_bidirectional_attention(
     w = sample_projection_matrix(32, 16, seed=0)
     key_mask = np.ones((2, 24), bool)
     key_mask[0, 17:] = False
-    state = key_value_state(k, v, w, feature_map, key_mask=key_mask)
+    moments = reference.fixed_moments(feature_map, q, k)
+    state = key_value_state(
+        k, v, w, feature_map, key_mask=key_mask, moments=moments
+    )
     assert tuple(state.shape) == (
         2,
         2,
         feature_maps.num_features(feature_map, 32),
         16 + 3,
     )
-    expected = favor_attention(q, k, v, w, feature_map, key_mask=key_mask)
-    out = attend_to_state(q[:, :5], state, w, feature_map)
+    expected = favor_attention(
+        q, k, v, w, feature_map, key_mask=key_mask, moments=moments
+    )
+    out = attend_to_state(q[:, :5], state, w, feature_map, moments=moments)
     np.testing.assert_allclose(out, np.asarray(expected)[:, :5], atol=1e-5)
     # The layout of the causal state after the same keys: the same keys
     # counted, the same attention.
     _, causal_state = causal_favor_attention(
-        k, k, v, w, feature_map, key_mask=key_mask, chunk_size=8
+        k,
+        k,
+        v,
+        w,
+        feature_map,
+        key_mask=key_mask,
+        chunk_size=8,
+        moments=moments,
     )
     np.testing.assert_array_equal(
         np.asarray(state)[..., -2], np.asarray(causal_state)[..., -2]
     )
     np.testing.assert_allclose(
-        attend_to_state(q[:, :5], causal_state, w, feature_map),
+        attend_to_state(
+            q[:, :5], causal_state, w, feature_map, moments=moments
+        ),
         out,
         atol=1e-5,
     )

@@ -52,6 +52,7 @@ def problems(draw, min_length=1):
     mask = None
     if draw(st.booleans()):
         mask = rng.random((batch, length)) < draw(st.sampled_from([0.3, 0.8]))
+    feature_map = draw(st.sampled_from(FEATURE_MAPS))
     return dict(
         q=q,
         k=k,
@@ -60,8 +61,10 @@ def problems(draw, min_length=1):
             draw(st.sampled_from([4, 16])), dim, seed=seed
         ),
         mask=mask,
-        feature_map=draw(st.sampled_from(FEATURE_MAPS)),
+        feature_map=feature_map,
         chunk_size=draw(sizes(1, 16)),
+        # FAVOR++ and FAVOR#: the same fixed moments for every form.
+        moments=reference.fixed_moments(feature_map, q, k),
     )
 
 
@@ -76,6 +79,7 @@ def attend(p, is_causal, q=None, k=None, v=None, mask="same"):
             is_causal=is_causal,
             key_mask=p["mask"] if isinstance(mask, str) else mask,
             chunk_size=p["chunk_size"],
+            moments=p["moments"],
         )
     )
 
@@ -91,7 +95,7 @@ def test_equals_the_quadratic_form_of_the_same_features(p, is_causal):
     if is_causal:
         mask = mask * np.tril(np.ones((length, length)))
     expected = reference.favor(
-        p["q"], p["k"], p["v"], p["w"], p["feature_map"], mask
+        p["q"], p["k"], p["v"], p["w"], p["feature_map"], mask, p["moments"]
     )
     np.testing.assert_allclose(attend(p, is_causal), expected, **TOLERANCE)
 
@@ -151,7 +155,11 @@ def test_bidirectional_is_invariant_to_key_order(p, seed):
 def test_streaming_equals_the_full_pass(p, data):
     length = p["k"].shape[1]
     cut = data.draw(sizes(1, length - 1))
-    options = dict(feature_map=p["feature_map"], chunk_size=p["chunk_size"])
+    options = dict(
+        feature_map=p["feature_map"],
+        chunk_size=p["chunk_size"],
+        moments=p["moments"],
+    )
     mask = full_mask(p)
     full, full_state = causal_favor_attention(
         p["q"], p["k"], p["v"], p["w"], key_mask=mask, **options

@@ -3,7 +3,8 @@ tools/train_distributed.py in fresh processes (a process splits its CPU
 into logical devices before TensorFlow starts): MirroredStrategy on 2
 logical CPU devices and MultiWorkerMirroredStrategy with 2 worker processes
 on 127.0.0.1 give every replica the same projections after every redraw,
-and the weights of a single-device run on the same global batch."""
+and the weights (the running moments of FAVOR# too) of a single-device run
+on the same global batch."""
 
 import json
 import os
@@ -20,6 +21,9 @@ SMALL = (
     "--sequence_length=32",
     "--hidden_dim=32",
     "--num_random_features=16",
+    # FAVOR#: its running moments, like the projections, must agree
+    # across replicas and with one device.
+    "--feature_map=dense_exponential",
     "--nojit_compile",
 )
 
