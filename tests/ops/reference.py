@@ -31,7 +31,8 @@ def fixed_moments(feature_map, query, key):
 
 def kernel(moments, feature_map):
     """FAVOR++ / FAVOR# parameters from `moments` `[B, H, 4, d]`: the query
-    scale `[B, 1, H, d]` and `A` `[B, 1, H, 1]` (papers' formulas)."""
+    scale `[B, 1, H, d]` and `A` `[B, 1, H, 1]` (the papers' formulas, `A`
+    tapered where attention is peaked)."""
     mx, my, sx, sy = np.moveaxis(np.asarray(moments, np.float64), 2, 0)
     psi = np.ones_like(mx)
     if feature_map == "dense_exponential":
@@ -40,6 +41,14 @@ def kernel(moments, feature_map):
     # mean over pairs of |psi x + y / psi|^2, divided by d.
     rho = np.sum(sx * psi**2 + sy / psi**2 + 2 * mx * my, -1) / mx.shape[-1]
     a = (1 - 2 * rho - np.sqrt((2 * rho + 1) ** 2 + 8 * rho)) / 16
+    # Tapered to 0 as the logits' RMS (independent dimensions) grows from
+    # 0.4 to 0.8.
+    logit_square = (
+        np.sum(sx * sy, -1)
+        + np.sum(mx * my, -1) ** 2
+        - np.sum(mx**2 * my**2, -1)
+    )
+    a = a * np.clip((0.8 - np.sqrt(logit_square)) / 0.4, 0, 1)
     return psi[:, None], a[:, None, :, None]
 
 

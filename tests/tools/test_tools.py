@@ -113,19 +113,30 @@ def test_approximation(tmp_path):
     stdout = run_tool(
         "approximation.py",
         "--features=4,16",
-        "--feature_maps=softmax,trig",
+        "--feature_maps=softmax,optimal_positive,trig",
+        "--couplings=orthogonal,iid",
+        "--inputs=isotropic:0.5,anisotropic:1.0",
         "--length=16",
         "--heads=1",
         "--dim=4",
         "--draws=2",
+        "--peaked_stds=0.5,1.5",
+        "--peaked_features=8",
         f"--output={output}",
     )
-    assert "orthogonal" in stdout
+    assert "over FAVOR+'s" in stdout and "Peaked study" in stdout
     with open(output + ".json") as file:
-        rows = json.load(file)["results"]
-    assert len(rows) == 2 * 2 * 2 * 2  # norms x feature maps x projections x m
+        results = json.load(file)
+    rows = results["results"]
+    assert len(rows) == 2 * 3 * 2 * 2  # inputs x maps x couplings x m
     assert all(row["mse"] >= 0 for row in rows)
-    assert os.path.getsize(output + ".png") > 0
+    # The peaked study: the used A is the paper's at mild inputs, tapered to
+    # FAVOR+'s 0 at peaked ones.
+    mild, peaked = results["peaked"]
+    assert mild["tapered_a"] == pytest.approx(mild["paper_a"], rel=1e-3)
+    assert mild["paper_a"] < 0 and peaked["tapered_a"] == 0.0
+    for name in ("approx.png", "approx_peaked.png"):
+        assert os.path.getsize(os.path.join(tmp_path, name)) > 0
 
 
 TINY_IMAGE_GENERATION = (
