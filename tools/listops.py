@@ -10,13 +10,16 @@ pre-LN `PerformerEncoder` blocks, a final layer norm, the mean over the
 tokens that are not padding, 10 classes), and the same classifier with
 keras-hub `TransformerEncoder` blocks, both on token ids and their padding
 mask, and prints both test accuracies, the majority-class baseline and the
-time per training step. Finally it moves the trained exact model's weights
-into a new Performer classifier (`keras_performer.transfer_weights` on each
-pair of layers) and fine-tunes it for a fraction of the original steps
-(`--fine_tune_epochs` of `--epochs`).
+time per training step. The Performer is trained once per estimator
+(`feature_map:num_random_features` of `--estimators`). Finally the trained
+exact model becomes a Performer for each estimator
+(`keras_performer.convert_to_performer`), evaluated with no fine-tuning and
+then fine-tuned for a fraction of the original steps (`--fine_tune_epochs`
+of `--epochs`; 0 for none).
 
     python tools/listops.py [--train_size=4000] [--max_length=1000] \
-        [--epochs=8] [--output=docs/listops.json]
+        [--epochs=8] [--estimators=softmax:256,dense_exponential:64] \
+        [--output=docs/listops.json]
 """
 
 import json
@@ -30,6 +33,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import keras_hub  # noqa: E402
+import measurement  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
@@ -50,7 +54,11 @@ flags.DEFINE_integer("batch_size", 32, "Training batch size.")
 flags.DEFINE_integer("hidden_dim", 64, "Model width.")
 flags.DEFINE_integer("num_heads", 4, "Attention heads.")
 flags.DEFINE_integer("num_layers", 2, "Encoder blocks.")
-flags.DEFINE_integer("num_random_features", 256, "FAVOR+ features.")
+flags.DEFINE_list(
+    "estimators",
+    ["softmax:256"],
+    "Performer estimators, feature_map:num_random_features.",
+)
 flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
 flags.DEFINE_integer("seed", 0, "Seed of the data and the models.")
 flags.DEFINE_integer("verbose", 1, "Keras verbosity (1: progress bar).")
@@ -114,15 +122,12 @@ def model_sizes():
     )
 
 
-def build_performer(sizes, num_random_features, seed):
+def build_performer(sizes, estimator, seed):
     """The Performer classifier: a `PerformerBackbone` (`causal=False`:
     `PerformerEncoder` blocks) in a `PerformerTextClassifier` (mean over
     the tokens that are not padding, then 10 classes), on token ids."""
     backbone = keras_performer.models.PerformerBackbone(
-        **sizes,
-        causal=False,
-        num_random_features=num_random_features,
-        seed=seed,
+        **sizes, causal=False, **estimator, seed=seed
     )
     return keras_performer.models.PerformerTextClassifier(
         backbone, num_classes=NUM_CLASSES
@@ -132,7 +137,7 @@ def build_performer(sizes, num_random_features, seed):
 def build_exact(sizes, seed):
     """The exact classifier: the Performer classifier's layers, under the
     same names, with keras-hub `TransformerEncoder` blocks in place of the
-    `PerformerEncoder`s (so `transfer` moves its weights layer by layer)."""
+    `PerformerEncoder`s (which `convert_to_performer` replaces)."""
     embeddings_initializer = keras.initializers.RandomNormal(
         stddev=0.02, seed=seed
     )
@@ -167,36 +172,6 @@ def build_exact(sizes, seed):
     return keras.Model(
         {"token_ids": token_ids, "padding_mask": padding_mask}, outputs
     )
-
-
-def counterparts(exact, performer):
-    """Pairs `(exact layer, Performer layer)` of every layer with weights
-    of the exact classifier and the layer of the same name in the
-    Performer classifier (its backbone's, or its head's)."""
-    performer_layers = {
-        layer.name: layer
-        for layer in performer.backbone.layers + performer.layers
-    }
-    pairs = []
-    for layer in exact.layers:
-        if not layer.weights:
-            continue
-        if layer.name not in performer_layers:
-            raise ValueError(
-                f"The Performer classifier has no layer {layer.name!r}. "
-                f"Received: layers {sorted(performer_layers)}"
-            )
-        pairs.append((layer, performer_layers[layer.name]))
-    return pairs
-
-
-def transfer(exact, performer):
-    """Moves the exact classifier's weights into the Performer classifier
-    (`keras_performer.transfer_weights` on each pair of `counterparts`: a
-    `TransformerEncoder`'s into its `PerformerEncoder`, which keeps its
-    random projections)."""
-    for source, target in counterparts(exact, performer):
-        keras_performer.transfer_weights(source, target)
 
 
 def compile_classifier(model):
@@ -264,6 +239,14 @@ def train(model, data, epochs, name):
     }
 
 
+def parse_estimator(text):
+    feature_map, num_random_features = text.split(":")
+    return {
+        "feature_map": feature_map,
+        "num_random_features": int(num_random_features),
+    }
+
+
 def main(argv):
     del argv
     rng = np.random.default_rng(FLAGS.seed)
@@ -301,47 +284,54 @@ def main(argv):
     keras.utils.set_random_seed(FLAGS.seed)
     exact = compile_classifier(build_exact(sizes, FLAGS.seed))
     results["exact"] = train(exact, data, FLAGS.epochs, "exact attention")
-    keras.utils.set_random_seed(FLAGS.seed)
-    performer = compile_classifier(
-        build_performer(sizes, FLAGS.num_random_features, FLAGS.seed)
-    )
-    results["performer"] = train(
-        performer, data, FLAGS.epochs, "Performer (FAVOR+)"
-    )
+    results["performers"] = []
+    for text in FLAGS.estimators:
+        estimator = parse_estimator(text)
+        keras.utils.set_random_seed(FLAGS.seed)
+        performer = compile_classifier(
+            build_performer(sizes, estimator, FLAGS.seed)
+        )
+        run = train(performer, data, FLAGS.epochs, f"Performer ({text})")
+        converted = compile_classifier(
+            keras_performer.convert_to_performer(
+                exact, **estimator, seed=FLAGS.seed + 1
+            )
+        )
+        _, accuracy = converted.evaluate(batches(data, "test"), verbose=0)
+        print(f"exact weights in the Performer ({text}): {accuracy:.4f}")
+        run["converted_accuracy"] = accuracy
+        if FLAGS.fine_tune_epochs:
+            fine_tuned = train(
+                converted,
+                data,
+                FLAGS.fine_tune_epochs,
+                f"exact weights in the Performer ({text}), fine-tuned",
+            )
+            run["converted_fine_tuned_accuracy"] = fine_tuned["test_accuracy"]
+        results["performers"].append({**estimator, **run})
 
-    keras.utils.set_random_seed(FLAGS.seed + 1)
-    transferred = compile_classifier(
-        build_performer(sizes, FLAGS.num_random_features, FLAGS.seed + 1)
-    )
-    transfer(exact, transferred)
-    _, accuracy = transferred.evaluate(batches(data, "test"), verbose=0)
     print(
-        f"\nexact weights in the Performer, before fine-tuning: {accuracy:.4f}"
+        f"\n{'model':<36} {'test accuracy':>13} {'s / step':>9} {'steps':>6}"
+        f" {'converted':>9} {'fine-tuned':>10}"
     )
-    results["transfer"] = {
-        "accuracy_before_fine_tuning": accuracy,
-        **train(
-            transferred,
-            data,
-            FLAGS.fine_tune_epochs,
-            "exact weights in the Performer, fine-tuned",
-        ),
-    }
-
-    print(f"\n{'model':<34} {'test accuracy':>13} {'s / step':>9} {'steps':>6}")
-    rows = (
+    rows = [
         ("majority class", {"test_accuracy": baseline}),
         ("exact (TransformerEncoder)", results["exact"]),
-        ("Performer (PerformerEncoder)", results["performer"]),
-        ("exact -> Performer, fine-tuned", results["transfer"]),
-    )
+    ] + [
+        (f"Performer {r['feature_map']}:{r['num_random_features']}", r)
+        for r in results["performers"]
+    ]
     for name, row in rows:
-        seconds = row.get("seconds_per_step")
-        print(
-            f"{name:<34} {row['test_accuracy']:>13.4f} "
-            + (f"{seconds:>9.3f} {row['steps']:>6}" if seconds else "")
-        )
+        line = f"{name:<36} {row['test_accuracy']:>13.4f}"
+        if "seconds_per_step" in row:
+            line += f" {row['seconds_per_step']:>9.3f} {row['steps']:>6}"
+        if "converted_accuracy" in row:
+            line += f" {row['converted_accuracy']:>9.4f}"
+        if "converted_fine_tuned_accuracy" in row:
+            line += f" {row['converted_fine_tuned_accuracy']:>10.4f}"
+        print(line)
     if FLAGS.output:
+        results["machine"] = measurement.machine()
         results["flags"] = {
             name: FLAGS[name].value
             for name in (
@@ -357,7 +347,7 @@ def main(argv):
                 "hidden_dim",
                 "num_heads",
                 "num_layers",
-                "num_random_features",
+                "estimators",
                 "learning_rate",
                 "seed",
             )

@@ -3,7 +3,8 @@ weights load into `PerformerAttention`, from a list or from a weights file.
 
 The two layers have the same trainable weights in the same order;
 `PerformerAttention` also has the random-feature weights, which a
-`MultiHeadAttention` lacks and which stay as drawn from the seed.
+`MultiHeadAttention` lacks and which stay as drawn from the seed (and, for
+FAVOR++ and FAVOR#, the running moments, which stay as they are).
 """
 
 import re
@@ -21,6 +22,8 @@ RANDOM_FEATURE_WEIGHTS = (
     "projection_seed",
     "projection_draw",
 )
+# And the running moments of FAVOR++ and FAVOR# (see `KernelMoments`).
+PERFORMER_ONLY_WEIGHTS = RANDOM_FEATURE_WEIGHTS + ("query_key_moments",)
 
 
 def check_arguments(
@@ -93,9 +96,9 @@ def serialized_weight_arguments(layer):
 
 
 def exact_attention_weights(layer):
-    """A Performer layer's weights but its random features: those of the
-    exact-attention layer it replaces, in the same order."""
-    return [w for w in layer.weights if w.name not in RANDOM_FEATURE_WEIGHTS]
+    """A Performer layer's weights but its random features and moments:
+    those of the exact-attention layer it replaces, in the same order."""
+    return [w for w in layer.weights if w.name not in PERFORMER_ONLY_WEIGHTS]
 
 
 def set_exact_attention_weights(layer, weights):

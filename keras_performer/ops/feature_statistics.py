@@ -113,13 +113,11 @@ def _masked_means(x, mask, pooled):
         weights = ops.cast(ops.convert_to_tensor(mask), "float32")
         weights = weights[:, :, None, None]
     axes = (0, 1) if pooled else 1
-    count = ops.maximum(ops.sum(weights, axis=axes), 1.0)
-    if pooled:
-        count = count[None]
-    sums = [ops.sum(weights * power, axis=axes) for power in (x, ops.square(x))]
-    if pooled:
-        sums = [total[None] for total in sums]
-    return [total / count for total in sums]
+    count = ops.maximum(ops.sum(weights, axis=axes, keepdims=True), 1.0)
+    return [
+        (ops.sum(weights * power, axis=axes, keepdims=True) / count)[:, 0]
+        for power in (x, ops.square(x))
+    ]
 
 
 def kernel_of(feature_map, moments, query, key=None, key_mask=None):
@@ -175,7 +173,7 @@ def kernel_parameters(moments, feature_map):
         log_ratio = ops.log(ops.where(present, key_square, 1.0)) - ops.log(
             ops.where(present, query_square, 1.0)
         )
-        bound = 2 * math.log(MAX_SCALE)
+        bound = 4 * math.log(MAX_SCALE)  # psi = ratio^(1/4) within bounds
         square_scale = ops.exp(0.5 * ops.clip(log_ratio, -bound, bound))
         query_square = query_square * square_scale
         key_square = key_square / square_scale

@@ -224,3 +224,30 @@ def test_fit_learns_the_running_moments():
     # Frozen in inference.
     model.predict(x, verbose=0)
     np.testing.assert_array_equal(moments_of(attention), moments)
+
+
+def test_multi_head_attention_weights_load_beside_the_moments():
+    x = inputs(9, scale=0.3)
+    mha = keras.layers.MultiHeadAttention(num_heads=2, key_dim=8, seed=0)
+    expected = np.asarray(mha(x, x))
+    layer = make_layer("dense_exponential", num_random_features=2048)
+    layer.set_weights(mha.get_weights())
+    np.testing.assert_array_equal(moments_of(layer), 0.0)
+    np.testing.assert_allclose(np.asarray(layer(x)), expected, atol=0.02)
+
+
+@pytest.mark.parametrize("feature_map", MOMENT_FEATURE_MAPS)
+def test_until_trained_causal_layers_compute_favor_plus(feature_map):
+    # Zero running moments: A = 0 and scales of 1, FAVOR+'s features (what
+    # a converted causal model computes before any training call).
+    layer = make_layer(feature_map)
+    favor_plus = make_layer("softmax")
+    favor_plus.set_weights(
+        [w for w in layer.get_weights() if w.shape != (2, 4, 8)]
+    )
+    x = inputs(10)
+    np.testing.assert_allclose(
+        np.asarray(layer(x, use_causal_mask=True)),
+        np.asarray(favor_plus(x, use_causal_mask=True)),
+        atol=1e-6,
+    )

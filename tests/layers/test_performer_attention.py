@@ -445,7 +445,9 @@ def test_extreme_inputs_give_finite_outputs_and_gradients(
 )
 @pytest.mark.parametrize("case", EXTREME_CASES)
 @pytest.mark.parametrize("is_causal", [False, True])
-@pytest.mark.parametrize("feature_map", ["softmax", "hyperbolic", "relu"])
+@pytest.mark.parametrize(
+    "feature_map", ["softmax", "hyperbolic", "relu", "dense_exponential"]
+)
 def test_extreme_inputs_under_mixed_precision(
     mixed_policy, feature_map, is_causal, case
 ):

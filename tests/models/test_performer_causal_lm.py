@@ -94,6 +94,30 @@ def test_cached_calls_equal_the_full_pass(rotary_max_wavelength):
     )
 
 
+def test_favor_sharp_decodes_and_generates_as_its_full_pass():
+    lm = language_model(
+        with_preprocessor=False, feature_map="dense_exponential"
+    )
+    ids = token_ids(1)
+    lm.backbone(inputs(ids), training=True)  # Running moments, not zero.
+    moments = [np.array(w) for w in lm.weights if w.name == "query_key_moments"]
+    assert len(moments) == 2 and all(np.any(m != 0) for m in moments)
+    full = logits(lm, ids)
+    cache = lm.get_initial_cache(2)
+    pieces = []
+    for i in range(20):
+        out, _, cache = lm.call_with_cache(ids[:, i : i + 1], cache, i)
+        pieces.append(np.asarray(out))
+    np.testing.assert_allclose(
+        np.concatenate(pieces, axis=1), full, atol=1e-5, rtol=1e-5
+    )
+    prompt = np.pad(ids[:, :3], [(0, 0), (0, 9)])
+    mask = np.repeat(np.arange(12)[None, :] < 3, 2, 0)
+    tokens = lm.generate(inputs(prompt, mask), stop_token_ids=None)
+    predicted = np.argmax(logits(lm, tokens["token_ids"][:, :-1]), axis=-1)
+    np.testing.assert_array_equal(tokens["token_ids"][:, 3:], predicted[:, 2:])
+
+
 def test_the_cache_does_not_depend_on_the_length_to_generate(lm):
     shapes = []
     for length in (8, 48):

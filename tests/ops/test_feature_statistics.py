@@ -156,3 +156,36 @@ def test_bad_moments():
         )
     with pytest.raises(ValueError, match="moments"):
         favor_attention(q, k, k, w, "dense_exponential", is_causal=True)
+
+
+@pytest.mark.parametrize("is_causal", [False, True])
+@pytest.mark.parametrize("feature_map", MOMENT_FEATURE_MAPS)
+def test_extreme_parameters_stay_finite_and_exact(feature_map, is_causal):
+    # Queries and keys with large means in different dimensions: small
+    # logits (no taper), a large rho (A far below 0); and dimensions that
+    # are 1e4 times larger in the queries than in the keys (FAVOR#'s scales
+    # at their bound).
+    rng = np.random.default_rng(5)
+    q = rng.normal(size=(1, 24, 1, 8)) * 0.1
+    k = rng.normal(size=(1, 24, 1, 8)) * 0.1
+    q[..., 0] += 6.0
+    k[..., 1] += 6.0
+    q[..., 2:4] *= 1e2
+    k[..., 2:4] *= 1e-2
+    q, k = q.astype("float32"), k.astype("float32")
+    v = rng.normal(size=q.shape).astype("float32")
+    moments = reference.moments(q, k).astype("float32")
+    kernel = feature_statistics.kernel_parameters(moments, feature_map)
+    if feature_map == "optimal_positive":
+        assert float(np.asarray(kernel.a).max()) < -1.0
+    else:  # Its rescaling takes the means' rho away; scales at the bound.
+        scales = np.asarray(kernel.query_scale)
+        assert scales.min() == pytest.approx(0.01, rel=1e-4)
+    w = sample_projection_matrix(64, 8, seed=0)
+    out = favor_attention(
+        q, k, v, w, feature_map, is_causal=is_causal, moments=moments
+    )
+    mask = reference.causal_mask(24) if is_causal else 1.0
+    expected = reference.favor(q, k, v, w, feature_map, mask, moments=moments)
+    assert np.all(np.isfinite(np.asarray(out)))
+    np.testing.assert_allclose(np.asarray(out), expected, atol=1e-4, rtol=1e-3)

@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 
+import keras_performer
 from tests.tools.test_tools import ROOT
 from tests.tools.test_tools import run_tool
 
@@ -79,6 +80,7 @@ SIZES = dict(
     intermediate_dim=16,
     max_sequence_length=12,
 )
+ESTIMATOR = {"feature_map": "softmax", "num_random_features": 8}
 
 
 def test_the_two_classifiers_take_the_same_inputs():
@@ -89,38 +91,23 @@ def test_the_two_classifiers_take_the_same_inputs():
     inputs = listops.model_inputs(ids)
     np.testing.assert_array_equal(inputs["padding_mask"], ids != 0)
     exact = listops.build_exact(SIZES, seed=0)
-    performer = listops.build_performer(SIZES, 8, seed=0)
+    performer = listops.build_performer(SIZES, ESTIMATOR, seed=0)
     assert exact(inputs).shape == performer(inputs).shape == (3, 10)
 
 
-def test_transfer_moves_every_trained_weight():
-    """Every trainable weight of the Performer classifier gets the exact
-    one's of the same path; its random projections stay its own."""
+def test_the_exact_classifier_converts_with_every_trained_weight():
     exact = listops.build_exact(SIZES, seed=0)
-    performer = listops.build_performer(SIZES, 8, seed=1)
     for weight in exact.trainable_weights:  # Apart from any initial value.
         weight.assign(np.random.default_rng(2).normal(size=weight.shape))
-    projections = {w.path: np.array(w) for w in performer.non_trainable_weights}
-    assert projections  # One per block.
-    listops.transfer(exact, performer)
-    exact_weights = {w.path: np.array(w) for w in exact.trainable_weights}
-    performer_weights = {
-        w.path: np.array(w) for w in performer.trainable_weights
-    }
-    assert performer_weights.keys() == exact_weights.keys()
-    for path, value in performer_weights.items():
-        np.testing.assert_array_equal(value, exact_weights[path], path)
-    for weight in performer.non_trainable_weights:
-        np.testing.assert_array_equal(
-            np.array(weight), projections[weight.path]
-        )
-
-
-def test_transfer_names_a_missing_layer():
-    exact = listops.build_exact({**SIZES, "num_layers": 3}, seed=0)
-    performer = listops.build_performer(SIZES, 8, seed=0)
-    with pytest.raises(ValueError, match="transformer_layer_2"):
-        listops.transfer(exact, performer)
+    converted = keras_performer.convert_to_performer(exact, **ESTIMATOR)
+    assert len(converted.trainable_weights) == len(exact.trainable_weights)
+    for ours, theirs in zip(
+        converted.trainable_weights, exact.trainable_weights, strict=True
+    ):
+        np.testing.assert_array_equal(np.array(ours), np.array(theirs))
+    assert any(
+        "projection_matrix" in w.path for w in converted.non_trainable_weights
+    )
 
 
 def test_command_line(tmp_path):
@@ -135,14 +122,21 @@ def test_command_line(tmp_path):
         "--epochs=1",
         "--hidden_dim=16",
         "--num_heads=2",
-        "--num_random_features=8",
+        "--estimators=softmax:8,dense_exponential:4",
         "--verbose=0",
         f"--output={output}",
     )
-    assert "exact -> Performer, fine-tuned" in stdout
+    assert "exact weights in the Performer (dense_exponential:4)" in stdout
     with open(output) as file:
         report = json.load(file)
-    for name in ("exact", "performer", "transfer"):
-        assert 0 <= report[name]["test_accuracy"] <= 1
-        assert report[name]["seconds_per_step"] > 0
+    assert 0 <= report["exact"]["test_accuracy"] <= 1
+    runs = report["performers"]
+    assert [(r["feature_map"], r["num_random_features"]) for r in runs] == [
+        ("softmax", 8),
+        ("dense_exponential", 4),
+    ]
+    for run in runs:
+        for name in ("test_accuracy", "converted_accuracy"):
+            assert 0 <= run[name] <= 1
+        assert run["seconds_per_step"] > 0
     assert report["flags"]["max_length"] == 64

@@ -377,3 +377,21 @@ def test_device_check_script_at_tiny_sizes(tmp_path):
     for name in ("layer", "op", "generation"):
         assert (tmp_path / f"device_{name}.json").exists(), name
     assert (tmp_path / "device_train_mirrored_xla.json").exists()
+
+
+def test_estimators(tmp_path):
+    output = os.path.join(tmp_path, "estimators.json")
+    settings = [s for s in TINY_IMAGE_GENERATION if not s.startswith("NUM_R")]
+    stdout = run_tool(
+        "estimators.py",
+        "--configs=dense_exponential:8",
+        "--settings=" + ",".join(settings),
+        f"--output={output}",
+    )
+    assert "bits/dim" in stdout
+    with open(output) as file:
+        (row,) = json.load(file)["results"]
+    assert row["feature_map"] == "dense_exponential"
+    assert row["num_random_features"] == 8
+    assert 0 < row["test_bits_per_dim"] < 8
+    assert row["run_seconds"] > 0
