@@ -37,6 +37,12 @@ flags.DEFINE_list(
     "More NAME=VALUE settings of the notebook (e.g. TRAIN_EXAMPLES=64).",
 )
 flags.DEFINE_string("output", None, "JSON file for the results.")
+flags.DEFINE_string(
+    "output_dir",
+    None,
+    "Folder for each run's pictures and SavedModel (a temporary one if "
+    "unset), in a subfolder feature_map_num_random_features.",
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK = os.path.join(ROOT, "tutorials", "image_generation.ipynb")
@@ -88,12 +94,12 @@ def main(argv):
             print(
                 f"[{index + 1}/{len(FLAGS.configs)}] {config} ...", flush=True
             )
+            output_dir = os.path.join(
+                FLAGS.output_dir or scratch,
+                f"{feature_map}_{num_random_features}",
+            )
             results.append(
-                run(
-                    feature_map,
-                    int(num_random_features),
-                    os.path.join(scratch, str(index)),
-                )
+                run(feature_map, int(num_random_features), output_dir)
             )
             row = results[-1]
             print(

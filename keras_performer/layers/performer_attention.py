@@ -425,7 +425,6 @@ class PerformerAttention(
         )
         # The running moments learn from training calls, after their reads.
         learn_moments = bool(training) and cache is None
-        moments_of_this_call = (query, key, query_valid, key_valid)
         if return_attention_scores:  # Quadratic: short inputs only.
             scores = favor.favor_attention_scores(
                 query,
@@ -444,7 +443,7 @@ class PerformerAttention(
             )
             out = self._output(out, query_valid, gate, training)
             if learn_moments:
-                self._update_running_moments(*moments_of_this_call)
+                self._update_running_moments(query, key, query_valid, key_valid)
             return out, scores
 
         def masked():  # The quadratic form, under the whole mask.
@@ -477,7 +476,7 @@ class PerformerAttention(
             )
         out = self._output(out, query_valid, gate, training)
         if learn_moments:
-            self._update_running_moments(*moments_of_this_call)
+            self._update_running_moments(query, key, query_valid, key_valid)
         return out if cache is None else (out, cache)
 
     def _scores_moments(
