@@ -193,11 +193,11 @@ def kernel_parameters(moments, feature_map):
 # The paper's `A` minimizes the kernel's log second moment averaged over
 # pairs, not the error of the attention output, which the pairs of largest
 # weight dominate. Measured (docs/approximation.json, tools/approximation.py):
-# while the logits `q.k / sqrt(d)` have a root mean square below about 0.6 it
-# cuts the output error (to 0.66 of FAVOR+'s at 0.25); above, where attention
-# is peaked, it raises it (to 1.4 to 1.6 times FAVOR+'s at 1 to 2.3). So `A`
-# is tapered to 0 (FAVOR+) as the root mean square grows from 0.4 to 0.8;
-# any `A` keeps the estimate unbiased.
+# up to a root mean square of the logits `q.k / sqrt(d)` of 0.73 it cuts the
+# output error (to 0.66 to 0.87 of FAVOR+'s); from 1.0, where attention is
+# peaked, it raises it (1.27 to 1.57 times FAVOR+'s up to 2.25). So `A` is
+# tapered to 0 (FAVOR+) as the root mean square grows from 0.4 to 0.8, early
+# enough never to lose to FAVOR+ there; any `A` keeps the estimate unbiased.
 TAPER_START = 0.4
 TAPER_END = 0.8
 
