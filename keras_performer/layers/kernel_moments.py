@@ -62,6 +62,20 @@ class KernelMoments:
             return self._running_moments()
         return query_key_moments(query, key, query_valid, key_valid)
 
+    def _scores_moments(
+        self, query, key, query_valid, key_valid, is_causal, quadratic
+    ):
+        """The moments of the form the output takes, for its attention
+        scores: `quadratic` is whether the mask takes the quadratic form
+        (`True`, `None` for no, or a boolean tensor decided on the
+        device)."""
+        if is_causal or quadratic is True or self.query_key_moments is None:
+            return self._running_moments()
+        batch = self._batch_moments(query, key, query_valid, key_valid)
+        if quadratic is None:
+            return batch
+        return ops.where(quadratic, self._running_moments(), batch)
+
     def _update_running_moments(self, query, key, query_valid, key_valid):
         """Moves the running average towards the moments of this batch
         (the first batch replaces the zeros)."""

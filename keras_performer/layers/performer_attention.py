@@ -479,18 +479,6 @@ class PerformerAttention(
             self._update_running_moments(query, key, query_valid, key_valid)
         return out if cache is None else (out, cache)
 
-    def _scores_moments(
-        self, query, key, query_valid, key_valid, is_causal, quadratic
-    ):
-        """The moments of the form the output takes (see `KernelMoments`),
-        for its attention scores."""
-        if is_causal or quadratic is True or self.query_key_moments is None:
-            return self._running_moments()
-        batch = self._batch_moments(query, key, query_valid, key_valid)
-        if quadratic is None:
-            return batch
-        return ops.where(quadratic, self._running_moments(), batch)
-
     def _output(self, out, query_valid, gate, training):
         """The heads' outputs `(batch, T, heads, value_dim)`, zero at padded
         queries, through dropout, the gate and the output projection."""
