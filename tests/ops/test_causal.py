@@ -15,8 +15,18 @@ from tests.ops import reference
 from tests.ops.test_favor import random_inputs
 
 
-@pytest.mark.parametrize("chunk_size", [1, 16, 50, 128])
-@pytest.mark.parametrize("feature_map", FEATURE_MAPS)
+# Every map in chunks of 16 (the last one partial); chunks of one token, of
+# the whole length and longer than it for a map of each stabilizer (one
+# max; the two halves' maxes).
+@pytest.mark.parametrize(
+    "feature_map, chunk_size",
+    [(feature_map, 16) for feature_map in FEATURE_MAPS]
+    + [
+        (feature_map, chunk_size)
+        for feature_map in ("softmax", "hyperbolic")
+        for chunk_size in (1, 50, 128)
+    ],
+)
 def test_equals_masked_quadratic_form(feature_map, chunk_size):
     q, k, v = random_inputs(10, length=50)
     w = sample_projection_matrix(32, 16, seed=0)

@@ -158,6 +158,24 @@ def test_bidirectional_equals_quadratic_form(feature_map):
 
 
 @pytest.mark.parametrize("feature_map", FEATURE_MAPS)
+def test_bidirectional_is_invariant_to_key_order(feature_map):
+    q, k, v = random_inputs(3, length=20)
+    w = sample_projection_matrix(32, 16, seed=0)
+    key_mask = np.ones((2, 20), bool)
+    key_mask[1, 13:] = False
+    order = np.random.default_rng(0).permutation(20)
+    out, shuffled = (
+        np.asarray(
+            favor_attention(
+                q, k[:, i], v[:, i], w, feature_map, key_mask=key_mask[:, i]
+            )
+        )
+        for i in (np.arange(20), order)
+    )
+    np.testing.assert_allclose(shuffled, out, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("feature_map", FEATURE_MAPS)
 def test_causal_rows_equal_bidirectional_prefixes(feature_map):
     # One estimator in both modes: causal row i is the bidirectional output
     # over positions 0..i.

@@ -4,10 +4,17 @@ out: its denominators can vanish, so its outputs have no tolerance to test
 against (its examples are in test_favor.py and test_causal.py).
 
 Profiles: `ci` (the default, a few examples per property) and `thorough`
-(`HYPOTHESIS_PROFILE=thorough pytest tests/ops/test_properties.py`)."""
+(`HYPOTHESIS_PROFILE=thorough pytest tests/ops/test_properties.py`).
+
+On JAX and PyTorch these run with `--run-slow` (`make test-all`): there,
+test_favor.py and test_causal.py show the same properties on fixed
+examples (the quadratic form, padding, key order, causal prefixes, no
+influence of later positions, streaming states), and JAX compiles every
+op for every new shape."""
 
 import keras
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -23,6 +30,7 @@ TOLERANCE = dict(atol=2e-5, rtol=2e-4)
 # run the properties to show that their ops agree, the sizes come from a
 # few values, so that examples share compiled shapes.
 FEW_SHAPES = keras.backend.backend() != "tensorflow"
+pytestmark = [pytest.mark.slow] if FEW_SHAPES else []
 
 
 def sizes(low, high):
