@@ -48,10 +48,23 @@ format: $(VENV)/installed
 	$(VENV)/bin/ruff check --fix .
 
 # The docs' main figures, with the settings docs/benchmarks.md states
-# (decoding and generation timings need TensorFlow).
+# (decoding and generation timings need TensorFlow): about 45 minutes on
+# 2 cores.
 benchmark: $(VENV)/installed
 	KERAS_BACKEND=tensorflow $(PY) tools/benchmark.py --output=docs/benchmark \
 		--decode_positions=10,1000,16000
+	KERAS_BACKEND=tensorflow $(PY) tools/benchmark.py --level=op \
+		--lengths=1024,8192,65536 --output=docs/benchmark_op
+	KERAS_BACKEND=tensorflow $(PY) tools/benchmark.py --level=op \
+		--lengths=8192,16384,65536,262144 --mha=false --repeats=3 \
+		--memory_limit_gb=16 --output=docs/benchmark_causal_scaling
+	KERAS_BACKEND=tensorflow $(PY) tools/benchmark.py --modes=causal \
+		--lengths=65536,262144 --mha=false --projections=false --repeats=3 \
+		--memory_limit_gb=16 --output=docs/benchmark_causal_layer
+	KERAS_BACKEND=tensorflow $(PY) tools/profile_ops.py --length=8192 \
+		> docs/profile_bidirectional_8192.txt
+	KERAS_BACKEND=tensorflow $(PY) tools/profile_ops.py --length=65536 \
+		--causal --nolayer > docs/profile_causal_op_65536.txt
 	KERAS_BACKEND=tensorflow $(PY) tools/benchmark.py --lengths= \
 		--generate_positions=1000,4000,16000 --repeats=3 --compile=xla \
 		--generate_baseline=docs/benchmark_generation_0.1.0.json \
