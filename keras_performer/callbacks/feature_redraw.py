@@ -17,8 +17,8 @@ class FeatureRedraw(keras.callbacks.Callback):
     (Choromanski et al. 2021, Sec. 4.3).
 
     After step `t` (the optimizer's `iterations`), every layer holds draw
-    number `t // interval` of its own seed. A draw is a pure function of
-    the seed and the draw number, so:
+    number `min(t, until) // interval` of its own seed. A draw is a pure
+    function of the seed and the draw number, so:
 
     - under `tf.distribute` (one or several machines, GPUs or TPUs) every
       replica and worker draws the same matrix, with no communication;
@@ -36,6 +36,10 @@ class FeatureRedraw(keras.callbacks.Callback):
 
     Args:
         interval: int. Training steps between redraws. Defaults to `1000`.
+        until: int or `None`. The step after which no redraw is made: the
+            last steps train on one draw (with a decaying learning rate, a
+            late redraw leaves too few steps to adapt to it). Defaults to
+            `None`: redraws all along.
 
     Attributes:
         redraws: int. Redraws this callback has made (each of all the
@@ -61,10 +65,13 @@ class FeatureRedraw(keras.callbacks.Callback):
         - [Choromanski et al., 2021](https://arxiv.org/abs/2009.14794)
     """
 
-    def __init__(self, interval=1000):
+    def __init__(self, interval=1000, until=None):
         super().__init__()
         check_positive_int("interval", interval)
+        if until is not None:
+            check_positive_int("until", until)
         self.interval = interval
+        self.until = until
         self.redraws = 0
         self._layers = []
         self._iterations = 0
@@ -80,7 +87,7 @@ class FeatureRedraw(keras.callbacks.Callback):
         self._iterations = int(
             ops.convert_to_numpy(self.model.optimizer.iterations)
         )
-        draw = self._iterations // self.interval
+        draw = self._draw_at(self._iterations)
         for layer in self._layers:
             if int(ops.convert_to_numpy(layer.projection_draw)) != draw:
                 layer.redraw_features(draw)
@@ -89,13 +96,19 @@ class FeatureRedraw(keras.callbacks.Callback):
         self._first_step = batch
 
     def on_train_batch_end(self, batch, logs=None):
-        draw = self._iterations // self.interval
+        draw = self._draw_at(self._iterations)
         self._iterations += batch - self._first_step + 1
-        if self._iterations // self.interval != draw:
+        if self._draw_at(self._iterations) != draw:
             self._sync_state()
             for layer in self._layers:
-                layer.redraw_features(self._iterations // self.interval)
+                layer.redraw_features(self._draw_at(self._iterations))
             self.redraws += 1
+
+    def _draw_at(self, step):
+        """The draw number the layers hold after training step `step`."""
+        if self.until is not None:
+            step = min(step, self.until)
+        return step // self.interval
 
     def _sync_state(self):
         # JAX's `fit` holds the variables' values apart from the variables

@@ -10,6 +10,7 @@ from keras import ops
 from keras_performer.layers import mha_compatibility
 from keras_performer.layers import performer_options as options_lib
 from keras_performer.layers.attention_cache import AttentionCache
+from keras_performer.layers.call_masks import call_masks
 from keras_performer.layers.kernel_moments import KernelMoments
 from keras_performer.layers.random_features import RandomFeatures
 from keras_performer.ops import causal
@@ -358,24 +359,6 @@ class PerformerAttention(
         # one tensor, and as `*_mask` to a call with several.
         if query_mask is None:
             query_mask = mask
-        for name, x in (("query", query), ("value", value), ("key", key)):
-            if x is not None and len(x.shape) != 3:
-                raise ValueError(
-                    f"`{name}` must have rank 3 (batch, length, dim). "
-                    f"Received: {name}.shape={tuple(x.shape)}"
-                )
-        masks.check_sequence_mask("query_mask", query_mask, query)
-        masks.check_sequence_mask("value_mask", value_mask, value)
-        masks.check_sequence_mask(
-            "key_mask", key_mask, key if key is not None else value
-        )
-        if value is None:
-            value = query
-            value_mask = query_mask if value_mask is None else value_mask
-        if key is None:
-            key = value
-        is_causal = use_causal_mask or cache is not None
-        key_masks = [value_mask, key_mask]
         if cache is not None:
             self._check_decoding(
                 cache,
@@ -384,29 +367,27 @@ class PerformerAttention(
                 return_attention_scores,
                 attention_mask,
             )
-            if cache_update_index is not None:
-                # Positions the state already holds are not absorbed again.
-                key_masks.append(
-                    causal.unseen_positions(
-                        cache, cache_update_index, ops.shape(key)[1]
-                    )
-                )
-        # A band narrower than the sequences is no padding pattern.
-        band = self.sliding_window is not None and not masks.band_is_full(
-            self.sliding_window, query.shape[1], key.shape[1]
-        )
-        if self.sliding_window is not None:
-            attention_mask = masks.with_band(
-                attention_mask, self.sliding_window, query, key
-            )
-        query_valid, key_valid, quadratic = masks.combined_masks(
-            query_mask,
-            key_masks,
-            None if band else attention_mask,
+        (
+            value,
+            key,
+            query_valid,
+            key_valid,
+            attention_mask,
             is_causal,
-            (query.shape[0], query.shape[1], key.shape[1]),
+            quadratic,
+        ) = call_masks(
+            query,
+            value,
+            key,
+            query_mask,
+            value_mask,
+            key_mask,
+            attention_mask,
+            use_causal_mask,
+            self.sliding_window,
+            cache,
+            cache_update_index,
         )
-        quadratic = True if band else quadratic
         gate = None if self._gate_dense is None else self._gate_dense(query)
         query = self._query_dense(query)
         key = self._key_dense(key)

@@ -108,6 +108,20 @@ def test_draw_number_follows_the_optimizer_iterations(steps_per_execution):
     assert callbacks[0].redraws == 8  # 24 steps, every 3
 
 
+def test_no_redraw_after_until():
+    x, y = data()
+    model = encoder_model()
+    recorder = DrawRecorder()
+    redraw = FeatureRedraw(interval=3, until=7)
+    model.fit(
+        x, y, batch_size=4, epochs=2, callbacks=[redraw, recorder], verbose=0
+    )
+    draws = [draw for _, [(draw, _)] in recorder.records]
+    # Steps 1 to 16: redraws after steps 3 and 6, none after step 7.
+    assert draws == [min(step, 7) // 3 for step in range(1, 17)]
+    assert redraw.redraws == 2
+
+
 def test_no_redraw_in_validation_evaluate_or_predict():
     x, y = data()
     model = encoder_model()
@@ -205,6 +219,9 @@ def test_bad_input():
     for interval in (0, -1, 1.5, True, None):
         with pytest.raises(ValueError, match="interval"):
             FeatureRedraw(interval=interval)
+    for until in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="until"):
+            FeatureRedraw(interval=1, until=until)
     with pytest.raises(ValueError, match="redraw"):
         PerformerAttention(2, 4, redraw="yes")
     with pytest.raises(ValueError, match="seed"):

@@ -306,6 +306,9 @@ def recall_task(size, rng, length=8, vocabulary=8):
     return ids, ids[:, 0]
 
 
+# Off TensorFlow, fit is shown by tests/layers/test_kernel_moments.py and
+# tests/models/test_performer_text_classifier.py.
+@pytest.mark.slow_off_tensorflow
 def test_learns_a_task_that_needs_attention():
     rng = np.random.default_rng(0)
     lm = PerformerCausalLM(
