@@ -61,11 +61,14 @@ setup(
     # on Linux too, through tensorflow-text).
     # Lower bounds only, at the oldest releases the tests have run on
     # (keras-hub's practice): a runtime that has them (Colab) keeps its own.
+    # Below them: Keras 3.14's MultiHeadAttention has no `sliding_window`;
+    # keras-hub 0.31's ByteTokenizer fails on an empty string (and 0.32
+    # needs tensorflow-text 2.20, so TensorFlow 2.20).
     install_requires=[
         "keras>=3.15",
         "keras-hub>=0.32",
         "numpy>=2",
-        "tensorflow>=2.21",
+        "tensorflow>=2.20",
     ],
     extras_require={
         **BACKENDS,
