@@ -36,10 +36,10 @@ class FeatureRedraw(keras.callbacks.Callback):
 
     Args:
         interval: int. Training steps between redraws. Defaults to `1000`.
-        until: int or `None`. The step after which no redraw is made: the
-            last steps train on one draw (with a decaying learning rate, a
-            late redraw leaves too few steps to adapt to it). Defaults to
-            `None`: redraws all along.
+        until: int or `None`. The step after which no redraw is made (`0`:
+            none at all): the last steps train on one draw (with a decaying
+            learning rate, a late redraw leaves too few steps to adapt to
+            it). Defaults to `None`: redraws all along.
 
     Attributes:
         redraws: int. Redraws this callback has made (each of all the
@@ -68,8 +68,13 @@ class FeatureRedraw(keras.callbacks.Callback):
     def __init__(self, interval=1000, until=None):
         super().__init__()
         check_positive_int("interval", interval)
-        if until is not None:
-            check_positive_int("until", until)
+        if until is not None and (
+            not isinstance(until, int) or isinstance(until, bool) or until < 0
+        ):
+            raise ValueError(
+                "`until` must be a non-negative integer or None. Received: "
+                f"until={until}"
+            )
         self.interval = interval
         self.until = until
         self.redraws = 0

@@ -219,7 +219,7 @@ def test_bad_input():
     for interval in (0, -1, 1.5, True, None):
         with pytest.raises(ValueError, match="interval"):
             FeatureRedraw(interval=interval)
-    for until in (0, -1, 1.5, True):
+    for until in (-1, 1.5, True):
         with pytest.raises(ValueError, match="until"):
             FeatureRedraw(interval=1, until=until)
     with pytest.raises(ValueError, match="redraw"):

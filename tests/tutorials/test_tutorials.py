@@ -77,6 +77,7 @@ def test_image_generation(tmp_path):
             TEST_EXAMPLES=8,
             **TINY_MODEL,
             NUM_SAMPLES=2,
+            REDRAW_FRACTION=0.5,
             OUTPUT_DIR=output_dir,
         ),
         tmp_path,
