@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from keras_performer.layers.performer_attention import PerformerAttention
+from keras_performer.ops.checks import check_non_negative_int
 from keras_performer.ops.checks import check_positive_int
 
 
@@ -68,13 +69,7 @@ class FeatureRedraw(keras.callbacks.Callback):
     def __init__(self, interval=1000, until=None):
         super().__init__()
         check_positive_int("interval", interval)
-        if until is not None and (
-            not isinstance(until, int) or isinstance(until, bool) or until < 0
-        ):
-            raise ValueError(
-                "`until` must be a non-negative integer or None. Received: "
-                f"until={until}"
-            )
+        check_non_negative_int("until", until, allow_none=True)
         self.interval = interval
         self.until = until
         self.redraws = 0

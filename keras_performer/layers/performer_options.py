@@ -4,8 +4,8 @@ checks, documentation and config round trip in this one place."""
 
 from keras_performer.ops import feature_maps
 from keras_performer.ops.causal import DEFAULT_CHUNK_SIZE
+from keras_performer.ops.checks import check_non_negative_int
 from keras_performer.ops.checks import check_positive_int
-from keras_performer.ops.checks import check_seed
 from keras_performer.ops.projection import PROJECTION_NORMS
 from keras_performer.ops.projection import check_projection_coupling
 from keras_performer.ops.projection import concrete_seed
@@ -105,7 +105,7 @@ def check_performer_options(
         check_positive_int("rotary_max_wavelength", rotary_max_wavelength)
     if not isinstance(redraw, bool):
         raise ValueError(f"`redraw` must be a bool. Received: redraw={redraw}")
-    check_seed(seed)
+    check_non_negative_int("seed", seed, allow_none=True)
 
 
 def set_performer_options(layer, options):

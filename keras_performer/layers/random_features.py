@@ -4,7 +4,7 @@ seed, kept in non-trainable weights, redrawn on purpose only."""
 import keras
 from keras import ops
 
-from keras_performer.ops.checks import check_draw
+from keras_performer.ops.checks import check_non_negative_int
 from keras_performer.ops.projection import sample_projection_matrix
 
 
@@ -100,7 +100,7 @@ class RandomFeatures:
                 f"for layer {self.name}"
             ) from error
         draw = current + 1 if draw is None else draw
-        check_draw(draw)
+        check_non_negative_int("draw", draw)
         self.projection_matrix.assign(
             self._sample_projection(
                 self.projection_matrix.shape, seed=seed, draw=draw

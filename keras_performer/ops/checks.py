@@ -18,19 +18,13 @@ def check_rate(name, value):
         )
 
 
-def check_seed(seed):
-    if seed is not None and (
-        not isinstance(seed, int) or isinstance(seed, bool) or seed < 0
-    ):
+def check_non_negative_int(name, value, allow_none=False):
+    if allow_none and value is None:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        expected = "a non-negative int" + (" or None" if allow_none else "")
         raise ValueError(
-            f"`seed` must be a non-negative int or None. Received: seed={seed}"
-        )
-
-
-def check_draw(draw):
-    if not isinstance(draw, int) or isinstance(draw, bool) or draw < 0:
-        raise ValueError(
-            f"`draw` must be a non-negative int. Received: draw={draw}"
+            f"`{name}` must be {expected}. Received: {name}={value}"
         )
 
 

@@ -5,9 +5,8 @@ import random
 import numpy as np
 from keras import ops
 
-from keras_performer.ops.checks import check_draw
+from keras_performer.ops.checks import check_non_negative_int
 from keras_performer.ops.checks import check_positive_int
-from keras_performer.ops.checks import check_seed
 
 PROJECTION_NORMS = ("chi", "sqrt_d")
 PROJECTION_COUPLINGS = ("orthogonal", "simplex", "iid")
@@ -80,8 +79,8 @@ def sample_projection_matrix(
     check_projection_coupling(projection_coupling)
     check_positive_int("num_random_features", num_random_features)
     check_positive_int("dim", dim)
-    check_seed(seed)
-    check_draw(draw)
+    check_non_negative_int("seed", seed, allow_none=True)
+    check_non_negative_int("draw", draw)
     if projection_norm not in PROJECTION_NORMS:
         raise ValueError(
             f"`projection_norm` must be one of {PROJECTION_NORMS}. "
