@@ -98,10 +98,11 @@ class FeatureRedraw(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         draw = self._draw_at(self._iterations)
         self._iterations += batch - self._first_step + 1
-        if self._draw_at(self._iterations) != draw:
+        new_draw = self._draw_at(self._iterations)
+        if new_draw != draw:
             self._sync_state()
             for layer in self._layers:
-                layer.redraw_features(self._draw_at(self._iterations))
+                layer.redraw_features(new_draw)
             self.redraws += 1
 
     def _draw_at(self, step):
