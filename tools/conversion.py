@@ -25,6 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import keras_hub  # noqa: E402
+import measurement  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
@@ -280,7 +281,7 @@ def main(argv):
     }
     results["machine"] = {
         "backend": keras.backend.backend(),
-        "cpu_count": os.cpu_count(),
+        **measurement.machine(),
     }
     print(json.dumps(results, indent=1))
     if FLAGS.output:

@@ -124,7 +124,13 @@ def main(argv):
             {
                 "command": "python tools/estimators.py "
                 f"--configs={','.join(FLAGS.configs)} "
-                f"--epochs={FLAGS.epochs} --output={FLAGS.output}",
+                f"--epochs={FLAGS.epochs} "
+                + (
+                    f"--settings={','.join(FLAGS.settings)} "
+                    if FLAGS.settings
+                    else ""
+                )
+                + f"--output={FLAGS.output}",
                 "machine": measurement.machine(),
                 "results": results,
             },

@@ -41,6 +41,7 @@ from absl import flags
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
+import measurement  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
@@ -403,7 +404,7 @@ def main(argv):
         results = train()
     if FLAGS.output:
         with open(FLAGS.output, "w") as f:
-            json.dump(results, f, indent=1)
+            json.dump(dict(results, machine=measurement.machine()), f, indent=1)
     if not FLAGS.workers and "TF_CONFIG" in os.environ:
         return  # A worker launched by this tool: the launcher reports.
     report(results)

@@ -390,7 +390,10 @@ def test_estimators(tmp_path):
     )
     assert "bits/dim" in stdout
     with open(output) as file:
-        (row,) = json.load(file)["results"]
+        written = json.load(file)
+    # The command written beside the figures reproduces them.
+    assert "--settings=" + ",".join(settings) in written["command"]
+    (row,) = written["results"]
     assert row["feature_map"] == "dense_exponential"
     assert row["num_random_features"] == 8
     assert 0 < row["test_bits_per_dim"] < 8
