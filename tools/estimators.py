@@ -119,18 +119,18 @@ def main(argv):
             f"{row['test_bits_per_dim']:>9.4f} {row['run_seconds']:>6.0f}"
         )
     if FLAGS.output:
+        command = [
+            "python tools/estimators.py",
+            f"--configs={','.join(FLAGS.configs)}",
+            f"--epochs={FLAGS.epochs}",
+        ]
+        if FLAGS.settings:
+            command.append(f"--settings={','.join(FLAGS.settings)}")
+        command.append(f"--output={FLAGS.output}")
         measurement.write_json(
             FLAGS.output,
             {
-                "command": "python tools/estimators.py "
-                f"--configs={','.join(FLAGS.configs)} "
-                f"--epochs={FLAGS.epochs} "
-                + (
-                    f"--settings={','.join(FLAGS.settings)} "
-                    if FLAGS.settings
-                    else ""
-                )
-                + f"--output={FLAGS.output}",
+                "command": " ".join(command),
                 "machine": measurement.machine(),
                 "results": results,
             },
