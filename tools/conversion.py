@@ -285,8 +285,7 @@ def main(argv):
     }
     print(json.dumps(results, indent=1))
     if FLAGS.output:
-        with open(FLAGS.output + ".json", "w") as file:
-            json.dump(results, file, indent=1)
+        measurement.write_json(FLAGS.output + ".json", results)
         plot(results, FLAGS.output + ".png")
         print(f"wrote {FLAGS.output}.json and {FLAGS.output}.png")
 

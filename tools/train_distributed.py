@@ -403,8 +403,9 @@ def main(argv):
     else:
         results = train()
     if FLAGS.output:
-        with open(FLAGS.output, "w") as f:
-            json.dump(dict(results, machine=measurement.machine()), f, indent=1)
+        measurement.write_json(
+            FLAGS.output, dict(results, machine=measurement.machine())
+        )
     if not FLAGS.workers and "TF_CONFIG" in os.environ:
         return  # A worker launched by this tool: the launcher reports.
     report(results)
